@@ -1,0 +1,136 @@
+"""The application's one typed config tree, loaded from one YAML file.
+
+Invariant: `load_config` returns a fully validated `AppConfig` or raises `ConfigError` naming the
+offending dotted key. Each leaf package owns its section (`engine.EngineConfig`,
+`router.SchedulerConfig`); this module only composes them with the Serve-level settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from deployments.typed_config import ConfigError, build
+from engine import EngineConfig
+from router import SchedulerConfig
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+# `serve run deployments:build_app key=value` shortcuts -> dotted config keys.
+OVERRIDES = {
+    "policy": "scheduler.policy",
+    "batching": "engine.batching",
+    "num_replicas": "engine_replicas.num_replicas",
+    "max_batch_size": "engine.max_batch_size",
+    "model": "engine.model",
+    "max_wait_s": "scheduler.max_wait_s",
+}
+
+
+@dataclass
+class PredictorConfig:
+    """How the router hosts the output-length predictor."""
+
+    checkpoint: Optional[str] = None  # None: the predictor shipped in proxy_model/
+    device: str = "cpu"
+    batch_wait_ms: float = 2.0  # arrivals within this window are predicted in one batch
+    max_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0 (got {self.batch_wait_ms})")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 (got {self.max_batch_size})")
+
+
+@dataclass
+class EngineReplicasConfig:
+    """Serve settings of the engine deployment (one engine per replica)."""
+
+    num_replicas: int = 2
+    ray_actor_options: dict = field(default_factory=lambda: {"num_cpus": 0.5})
+    autoscaling_config: Optional[dict] = None  # Serve autoscaling; replaces num_replicas when set
+
+    def __post_init__(self) -> None:
+        if self.num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1 (got {self.num_replicas})")
+
+
+@dataclass
+class RouterConfig:
+    """Serve settings and request limits of the router (ingress) deployment."""
+
+    served_model_name: Optional[str] = None  # name in /v1/models; default: engine.model
+    ray_actor_options: dict = field(default_factory=lambda: {"num_cpus": 0.5})
+    request_timeout_s: float = 600.0  # a request still waiting for a slot after this gets 503
+    max_request_bytes: int = 1_000_000  # larger HTTP bodies get 413
+    max_ongoing_requests: int = 4096  # concurrent requests the router replica accepts from Serve
+    replica_sync_interval_s: float = 0.5  # how often the router reconciles the engine replica set
+
+    def __post_init__(self) -> None:
+        for name in ("request_timeout_s", "replica_sync_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.max_request_bytes < 1024:
+            raise ValueError(f"max_request_bytes must be >= 1024 (got {self.max_request_bytes})")
+
+
+@dataclass
+class AppConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    engine_replicas: EngineReplicasConfig = field(default_factory=EngineReplicasConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+    @property
+    def served_model_name(self) -> str:
+        return self.router.served_model_name or self.engine.model
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[dict[str, Any]] = None) -> AppConfig:
+    """Load YAML at `path` (default: configs/default.yaml), apply `overrides` (dotted keys), validate."""
+    path = Path(path) if path else DEFAULT_CONFIG_PATH
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return build(AppConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def parse_cli_args(args: dict[str, str]) -> tuple[Optional[str], dict[str, Any]]:
+    """`serve run deployments:build_app config=PATH policy=fcfs ...` args -> (path, dotted overrides)."""
+    args = dict(args)
+    path = args.pop("config", None)
+    overrides = {}
+    for key, raw in args.items():
+        dotted = OVERRIDES.get(key, key if "." in key else None)
+        if dotted is None:
+            raise ConfigError(
+                f"unknown argument {key!r}; use config=PATH, a dotted key (engine.max_batch_size=8) "
+                f"or one of: {', '.join(sorted(OVERRIDES))}"
+            )
+        overrides[dotted] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    return path, overrides
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a mapping")
+        node = child
+    node[leaf] = value

@@ -1,0 +1,127 @@
+"""Asyncio glue between live requests and the pure `router.Scheduler`.
+
+Invariant: every admitted request id is either waiting (an unresolved future), running on exactly
+one replica, or gone; each slot the scheduler grants is released exactly once (by `release`, by
+`cancel`, or by the replica's removal), so no slot leaks and no request is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable, Iterable, Optional
+
+from router import Dispatch, QueueFullError, RequestRecord, Scheduler
+
+__all__ = ["Dispatcher", "QueueFullError", "QueueTimeoutError", "ReplicaLostError"]
+
+
+class QueueTimeoutError(TimeoutError):
+    """The request waited for a slot longer than its timeout."""
+
+
+class ReplicaLostError(RuntimeError):
+    """The replica running this request went away (died, removed or scaled down)."""
+
+
+class Dispatcher:
+    def __init__(self, scheduler: Scheduler, clock: Callable[[], float] = time.monotonic):
+        self._scheduler = scheduler
+        self._clock = clock
+        self._waiters: dict[str, asyncio.Future] = {}
+        self._running: dict[str, str] = {}  # request id -> replica id
+        self._on_lost: dict[str, Callable[[], None]] = {}
+        self._dead_replicas: set[str] = set()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
+    def now_s(self) -> float:
+        return self._clock()
+
+    async def acquire(self, record: RequestRecord, timeout_s: float, requeue: bool = False) -> Dispatch:
+        """Queue `record` and wait until the scheduler grants it a slot on some replica.
+
+        Raises QueueFullError (queue bound reached), QueueTimeoutError, or CancelledError; in each
+        case the request no longer holds a queue place or a slot.
+        """
+        request_id = record.request_id
+        future = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = future
+        try:
+            admit = self._scheduler.requeue if requeue else self._scheduler.on_arrival
+            self._apply(admit(record, self._clock()))
+        except BaseException:
+            self._waiters.pop(request_id, None)
+            raise
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            self.cancel(request_id)
+            raise QueueTimeoutError(f"no engine slot became free within {timeout_s:g} s") from None
+        except BaseException:
+            self.cancel(request_id)
+            raise
+
+    def watch(self, request_id: str, on_lost: Callable[[], None]) -> None:
+        """Call `on_lost` if the replica running `request_id` is removed before it is released."""
+        self._on_lost[request_id] = on_lost
+
+    def release(self, request_id: str, replica_id: str) -> None:
+        """The request finished on `replica_id`: free its slot (no-op if already freed)."""
+        self._on_lost.pop(request_id, None)
+        if self._running.get(request_id) != replica_id:
+            return
+        del self._running[request_id]
+        self._apply(self._scheduler.on_finish(request_id, self._clock()))
+
+    def cancel(self, request_id: str) -> None:
+        """Drop a waiting request or free a running one's slot."""
+        self._waiters.pop(request_id, None)
+        self._on_lost.pop(request_id, None)
+        self._running.pop(request_id, None)
+        self._apply(self._scheduler.cancel(request_id, self._clock()))
+
+    def sync_replicas(self, capacities: dict[str, int]) -> None:
+        """Make the scheduler's replica set equal `capacities` (replica id -> slots)."""
+        known = self._scheduler.replicas()
+        for replica_id in set(known) - set(capacities):
+            self.remove_replica(replica_id)
+        now_s = self._clock()
+        for replica_id, num_slots in capacities.items():
+            if replica_id in self._dead_replicas:
+                continue
+            if replica_id not in known:
+                self._apply(self._scheduler.add_replica(replica_id, num_slots, now_s))
+            elif known[replica_id]["num_slots"] != num_slots:
+                self._apply(self._scheduler.set_capacity(replica_id, num_slots, now_s))
+
+    def remove_replica(self, replica_id: str, dead: bool = False) -> None:
+        """Forget a replica; its in-flight requests are told through their `watch` callbacks."""
+        if dead:
+            self._dead_replicas.add(replica_id)
+        if replica_id not in self._scheduler.replicas():
+            return
+        for request_id in self._scheduler.remove_replica(replica_id, self._clock()):
+            self._running.pop(request_id, None)
+            callback = self._on_lost.pop(request_id, None)
+            if callback is not None:
+                callback()
+
+    def is_dead(self, replica_id: str) -> bool:
+        return replica_id in self._dead_replicas
+
+    def running_on(self, request_id: str) -> Optional[str]:
+        return self._running.get(request_id)
+
+    def _apply(self, dispatches: Iterable[Dispatch]) -> None:
+        pending = list(dispatches)
+        while pending:
+            dispatch = pending.pop(0)
+            future = self._waiters.pop(dispatch.request_id, None)
+            if future is None or future.done():
+                pending.extend(self._scheduler.on_finish(dispatch.request_id, self._clock()))
+                continue
+            self._running[dispatch.request_id] = dispatch.replica_id
+            future.set_result(dispatch)

@@ -1,0 +1,57 @@
+"""Engine deployment: one batched generation engine per Serve replica (a GPU actor in production).
+
+Invariant: this replica never queues work of its own. It accepts a generation only for a free engine
+slot (the engine raises `EngineFullError` otherwise) and only when the request was pinned to it, so
+the SSJF router's queue stays the one queue of record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Optional
+
+from ray import serve
+
+from engine import Engine, EngineConfig, EngineFullError, GenerationRequest
+
+SLOT_RELEASE_GRACE_S = 2.0
+
+
+class EngineReplica:
+    def __init__(self, engine_config: dict):
+        self._engine = Engine(EngineConfig(**engine_config))
+        self._replica_id = serve.get_replica_context().replica_id.unique_id
+
+    async def info(self, replica_id: Optional[str] = None) -> dict[str, Any]:
+        """Capacity and model facts the router registers this replica with."""
+        return {
+            "replica_id": self._replica_id,
+            "capacity": self._engine.capacity,
+            "num_free_slots": self._engine.num_free_slots,
+            "model": self._engine.model_name,
+            "max_context_tokens": self._engine.max_context_tokens,
+        }
+
+    async def generate_stream(self, request: dict[str, Any], replica_id: str) -> AsyncIterator[dict]:
+        """Run one pinned request; yields the engine's token events, then its `done` event."""
+        if replica_id != self._replica_id:
+            raise RuntimeError(f"request pinned to replica {replica_id} reached {self._replica_id}")
+        await self._wait_for_slot(request.get("request_id", "?"))
+        async for event in self._engine.generate(GenerationRequest(**request)):
+            yield event
+
+    async def _wait_for_slot(self, request_id: str) -> None:
+        """Bridge the short gap between the router freeing a cancelled request's slot and the engine
+        ending it (at most one decode step); a longer gap is an accounting bug and fails loudly."""
+        deadline_s = time.monotonic() + SLOT_RELEASE_GRACE_S
+        while self._engine.num_free_slots == 0:
+            if time.monotonic() > deadline_s:
+                raise EngineFullError(f"replica {self._replica_id} has no free slot for {request_id}")
+            await asyncio.sleep(0.002)
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        return {"capacity": self._engine.capacity, "num_free_slots": self._engine.num_free_slots}
+
+    async def __del__(self):
+        await self._engine.shutdown()
