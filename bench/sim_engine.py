@@ -128,8 +128,8 @@ class ContinuousReplica:
 
     def deliver(self, dispatch: Dispatch, now_s: float) -> None:
         self._joining.append(dispatch)
-        if self._at_boundary:
-            return
+        if self._at_boundary or (self._busy and self._next_steps == 0):
+            return  # joins at the boundary being processed / the start already scheduled
         if not self._busy:
             self._busy = True
             self._schedule(now_s, 0)

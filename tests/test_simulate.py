@@ -1,0 +1,117 @@
+"""Tests for the discrete-event simulator (bench/simulate.py and helpers)."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import simulate as sim_cli
+from bench import sim_workload as wl
+from bench.sim_cluster import Workload, simulate
+from bench.sim_engine import CostModel
+from router import SchedulerConfig
+
+FIXTURE = Path(__file__).parent / "fixtures" / "sim" / "lengths_sample.csv"
+PAPER_COST = CostModel()  # 0.1 s + 0.02 s/token, batch 4
+
+
+def cfg(policy, guard=False):
+    return SchedulerConfig(policy=policy) if guard else SchedulerConfig(policy, 0.0, math.inf, 10**9)
+
+
+def skewed_workload(num, rate_rps, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = wl.synthetic_lengths(num, rng, prediction_noise_sigma=0.5)
+    return Workload(wl.poisson_arrivals_s(num, rate_rps, rng), lengths.true_output_tokens,
+                    lengths.predicted_output_tokens)
+
+
+def single(tokens, arrivals, batching, cost=PAPER_COST):
+    w = Workload(np.asarray(arrivals, float), np.asarray(tokens), np.asarray(tokens, float))
+    from bench.sim_cluster import ClusterFront, Simulation
+
+    sim = Simulation(ClusterFront(cfg("fcfs"), ["r0"], 1 if batching == "none" else cost.batch_size, 0),
+                     batching, cost, 1)
+    sim.run(w)
+    return [sim.completion_s[str(i)] for i in range(len(tokens))]
+
+
+@pytest.mark.timeout(30)
+def test_cost_models_single_and_joined_requests():
+    assert single([100], [0.0], "none") == pytest.approx([2.1])
+    assert single([100], [0.0], "dynamic") == pytest.approx([0.05 + 2.1])
+    assert single([100], [0.0], "continuous") == pytest.approx([2.1])
+    # none: one at a time
+    assert single([100, 10], [0.0, 0.0], "none") == pytest.approx([2.1, 2.1 + 0.3])
+    # dynamic: one batch of two; each completes after its own tokens
+    assert single([100, 10], [0.0, 0.0], "dynamic") == pytest.approx([0.05 + 2.1, 0.05 + 0.3])
+    # dynamic: the third arrives while the batch runs: it waits for the whole batch (ends at 2.15)
+    assert single([100, 10, 10], [0.0, 0.0, 1.0], "dynamic")[2] == pytest.approx(2.15 + 0.05 + 0.3)
+    # continuous: both prefill together (0.2 s), then 1 step per token
+    assert single([100, 10], [0.0, 0.0], "continuous") == pytest.approx([0.2 + 2.0, 0.2 + 0.2])
+    # continuous: a join at t=1.01 happens at the next step boundary (1.02) and stalls the batch 0.1 s
+    done = single([100, 10], [0.0, 1.01], "continuous")
+    assert done == pytest.approx([2.1 + 0.1, 1.02 + 0.1 + 0.2])
+
+
+@pytest.mark.timeout(60)
+def test_skewed_workload_ssjf_beats_fcfs_and_oracle_beats_ssjf():
+    w = skewed_workload(3000, rate_rps=4 * 0.95 / (0.1 + 0.02 * 150))
+    run = lambda p: simulate(w, front="cluster", config=cfg(p), batching="none", cost=PAPER_COST,  # noqa: E731
+                             num_replicas=4, seed=0)
+    fcfs, ssjf, oracle = run("fcfs"), run("ssjf"), run("sjf-oracle")
+    assert fcfs["num_completed"] == ssjf["num_completed"] == oracle["num_completed"] == 3000
+    assert ssjf["mean_jct_s"] < 0.9 * fcfs["mean_jct_s"]
+    assert oracle["mean_jct_s"] <= ssjf["mean_jct_s"]
+    assert run("ssjf") == ssjf  # deterministic
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batching", ["none", "continuous"])
+def test_cluster_queue_beats_per_replica_queues_at_64_replicas(batching):
+    w = skewed_workload(6000, rate_rps=64 * 0.9 / (0.1 + 0.02 * 150) * (1 if batching == "none" else 2.5))
+    run = lambda front: simulate(w, front=front, config=cfg("ssjf", guard=True), batching=batching,  # noqa: E731
+                                 cost=PAPER_COST, num_replicas=64, seed=1)
+    cluster, p2c = run("cluster"), run("p2c")
+    assert cluster["num_completed"] == p2c["num_completed"] == 6000
+    assert cluster["mean_jct_s"] <= p2c["mean_jct_s"]
+
+
+@pytest.mark.timeout(60)
+def test_guard_bounds_queue_wait_in_cluster_queue():
+    w = skewed_workload(3000, rate_rps=4 * 1.05 / (0.1 + 0.02 * 150))
+    m = simulate(w, front="cluster", config=SchedulerConfig(max_wait_s=20.0, max_queue_len=10**9),
+                 batching="none", cost=PAPER_COST, num_replicas=4, seed=0)
+    unguarded = simulate(w, front="cluster", config=cfg("ssjf"), batching="none", cost=PAPER_COST,
+                         num_replicas=4, seed=0)
+    assert m["max_queue_wait_s"] < unguarded["max_queue_wait_s"]
+
+
+@pytest.mark.timeout(60)
+def test_reproduce_paper_emits_json_line(capsys):
+    assert sim_cli.main(["--reproduce-paper", str(FIXTURE), "--paper-num-requests", "400"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    out = json.loads(last)
+    assert set(out) == {"no_batching", "dynamic", "continuous"}
+    for mode in out.values():
+        for key in ("fcfs_mean_jct_s", "ssjf_mean_jct_s", "sjf_oracle_mean_jct_s", "jct_reduction_pct"):
+            assert isinstance(mode[key], float)
+        assert mode["ssjf_mean_jct_s"] < mode["fcfs_mean_jct_s"]
+
+
+@pytest.mark.timeout(60)
+def test_compare_cli_small_run(capsys):
+    args = ["--num-requests", "500", "--replicas", "8", "--batching", "dynamic", "--preset", "live"]
+    assert sim_cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["results"]) == {"cluster/ssjf", "p2c/ssjf", "cluster/fcfs", "p2c/fcfs", "cluster/sjf-oracle"}
+    assert all(r["num_completed"] == 500 for r in out["results"].values())
+
+
+@pytest.mark.timeout(30)
+def test_fixture_is_small_and_parses():
+    assert FIXTURE.stat().st_size < 100_000
+    lengths = wl.load_lengths_csv(str(FIXTURE))
+    assert lengths.true_output_tokens.size == 2000
+    assert set(np.unique(lengths.predicted_output_tokens)) <= set(wl.PAPER_CLASS_PREDICTED_TOKENS)
