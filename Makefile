@@ -20,5 +20,11 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not ray"
 
+serve: install
+	HF_HUB_OFFLINE=1 $(BIN)/serve run deployments:app
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.replay --quick
+
 clean:
 	rm -rf $(VENV) build *.egg-info

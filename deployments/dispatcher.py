@@ -8,6 +8,7 @@ one replica, or gone; each slot the scheduler grants is released exactly once (b
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Callable, Iterable, Optional
 
@@ -32,6 +33,8 @@ class Dispatcher:
         self._running: dict[str, str] = {}  # request id -> replica id
         self._on_lost: dict[str, Callable[[], None]] = {}
         self._dead_replicas: set[str] = set()
+        self._dispatch_counter = itertools.count()
+        self._dispatch_seq: dict[str, int] = {}  # running request id -> its dispatch order
 
     @property
     def scheduler(self) -> Scheduler:
@@ -74,6 +77,7 @@ class Dispatcher:
         if self._running.get(request_id) != replica_id:
             return
         del self._running[request_id]
+        self._dispatch_seq.pop(request_id, None)
         self._apply(self._scheduler.on_finish(request_id, self._clock()))
 
     def cancel(self, request_id: str) -> None:
@@ -81,6 +85,7 @@ class Dispatcher:
         self._waiters.pop(request_id, None)
         self._on_lost.pop(request_id, None)
         self._running.pop(request_id, None)
+        self._dispatch_seq.pop(request_id, None)
         self._apply(self._scheduler.cancel(request_id, self._clock()))
 
     def sync_replicas(self, capacities: dict[str, int]) -> None:
@@ -112,6 +117,10 @@ class Dispatcher:
     def is_dead(self, replica_id: str) -> bool:
         return replica_id in self._dead_replicas
 
+    def dispatch_seq(self, request_id: str) -> int:
+        """Position of the request's (latest) dispatch in this router's dispatch order."""
+        return self._dispatch_seq[request_id]
+
     def running_on(self, request_id: str) -> Optional[str]:
         return self._running.get(request_id)
 
@@ -124,4 +133,5 @@ class Dispatcher:
                 pending.extend(self._scheduler.on_finish(dispatch.request_id, self._clock()))
                 continue
             self._running[dispatch.request_id] = dispatch.replica_id
+            self._dispatch_seq[dispatch.request_id] = next(self._dispatch_counter)
             future.set_result(dispatch)

@@ -66,9 +66,10 @@ class SSJFRouter:
     async def status(self) -> dict[str, Any]:
         """Scheduler status: queue, per-replica in-flight work, predictor facts."""
         stats = self._predictor_stats
+        scheduled = self._dispatcher.scheduler.replicas()
         return {
             "scheduler": self._dispatcher.scheduler.snapshot(self._dispatcher.now_s()),
-            "replicas": {rid: {**info, **self._dispatcher.scheduler.replicas().get(rid, {})}
+            "replicas": {rid: {**info, **scheduled.get(rid, {}), **await self._live_engine_facts(rid)}
                          for rid, info in self._replica_info.items()},
             "predictor": {
                 "name": self._predictor.name,
@@ -78,6 +79,13 @@ class SSJFRouter:
             },
             "model": self._config.served_model_name,
         }
+
+    async def _live_engine_facts(self, replica_id: str) -> dict[str, Any]:
+        try:
+            info = await asyncio.wait_for(self._engines.info.remote(replica_id=replica_id), 2.0)
+            return {"engine_num_free_slots": info["num_free_slots"]}
+        except Exception as exc:
+            return {"engine_error": type(exc).__name__}
 
     async def check_health(self) -> None:
         if self._sync_task.done():
@@ -99,6 +107,7 @@ class SSJFRouter:
                                parsed.oracle_output_tokens, len(parsed.prompt_token_ids))
         for attempt in range(2):
             dispatch = await self._acquire(record, requeue=attempt > 0)
+            dispatch_seq = self._dispatcher.dispatch_seq(parsed.request_id)
             produced_token = False
             try:
                 async for event in self._stream_from(parsed, dispatch.replica_id):
@@ -109,6 +118,7 @@ class SSJFRouter:
                         event["ssjf"] = {"predicted_output_tokens": round(float(predicted), 2),
                                          "queue_wait_s": round(dispatch.queue_wait_s, 6),
                                          "replica": dispatch.replica_id,
+                                         "dispatch_seq": dispatch_seq,
                                          "policy": self._config.scheduler.policy}
                     yield event
                 return
@@ -125,6 +135,8 @@ class SSJFRouter:
     async def _acquire(self, record: RequestRecord, requeue: bool):
         try:
             return await self._dispatcher.acquire(record, self._config.router.request_timeout_s, requeue)
+        except ValueError as exc:  # the scheduler already holds this request_id
+            raise RequestError(409, f"request_id: {exc}", param="request_id") from None
         except QueueFullError as exc:
             raise RequestError(429, f"server overloaded: {exc}", type_="overloaded_error",
                                code="queue_full", headers={"Retry-After": "1"}) from None
@@ -198,7 +210,9 @@ class SSJFRouter:
             except Exception as exc:
                 logger.warning("engine replica %s did not answer info: %r", replica_id, exc)
                 continue
-            self._replica_info[replica_id] = {**info, **current[replica_id]}
+            self._replica_info[replica_id] = {"capacity": info["capacity"], "model": info["model"],
+                                              "max_context_tokens": info["max_context_tokens"],
+                                              **current[replica_id]}
         for replica_id in set(self._replica_info) - set(current):
             del self._replica_info[replica_id]
         self._dispatcher.sync_replicas({rid: info["capacity"] for rid, info in self._replica_info.items()
