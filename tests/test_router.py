@@ -239,3 +239,24 @@ def test_router_imports_no_ray_torch_asyncio():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=50)
+
+
+@pytest.mark.timeout(10)
+def test_resubmitted_id_after_cancel_uses_new_entry():
+    s = Scheduler(SchedulerConfig(policy="ssjf", **NO_GUARD))
+    s.on_arrival(rec("x", 0.0, 1), 0.0)  # would go first ...
+    s.cancel("x", 0.5)
+    s.on_arrival(rec("y", 1.0, 50), 1.0)
+    s.on_arrival(rec("x", 2.0, 100), 2.0)  # ... but was resubmitted as a long request
+    order = [d.request_id for d in s.add_replica("a", 2, 3.0)]
+    assert order == ["y", "x"] and s.num_waiting == 0
+
+
+@pytest.mark.timeout(10)
+def test_re_registering_replica_keeps_in_flight():
+    s = Scheduler(SchedulerConfig(policy="fcfs"))
+    s.add_replica("a", 1, 0.0)
+    s.on_arrival(rec("x", 0.0, 1), 0.0)
+    s.on_arrival(rec("y", 1.0, 1), 1.0)
+    assert [d.request_id for d in s.add_replica("a", 2, 2.0)] == ["y"]
+    assert s.replicas() == {"a": {"num_slots": 2, "num_running": 2}}
