@@ -1,0 +1,85 @@
+"""Command line of `python -m bench.replay`: options, --quick defaults, default data paths.
+
+Invariant: `parse_args` returns a namespace with every option resolved (no None left where a value
+is needed): an explicit option wins, then the --quick preset, then the full-run default.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "replay"
+DEFAULT_TRACE = SHARED_DATA / "traces" / "azure_llm_2023_conv.csv"
+DEFAULT_PROMPTS = SHARED_DATA / "prompts" / "sharegpt_v3_first_turn.jsonl"
+FIXTURE_TRACE = FIXTURE_DIR / "azure_conv_arrivals.jsonl"
+FIXTURE_PROMPTS = FIXTURE_DIR / "sharegpt_heldout_prompts.jsonl"
+POLICIES = ("fcfs", "ssjf", "sjf-oracle")
+
+# Full run vs --quick (the quick preset must finish in < 10 min on a shared 2-core CPU box; see
+# README "Benchmarks -> live replay" for why these values make queueing, and so SJF, matter).
+PRESETS = {
+    "full": {"num_requests": 400, "load": 1.1, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
+             "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 600.0, "drain_timeout_s": 300.0,
+             "calibration_s": 30.0},
+    "quick": {"num_requests": 200, "load": 1.1, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
+              "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 80.0, "drain_timeout_s": 45.0,
+              "calibration_s": 15.0},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.replay", description=(
+        "Live trace replay of FCFS vs SSJF vs SJF-oracle against the Serve app over loopback HTTP. "
+        "Each policy runs on a freshly deployed app with the identical workload."))
+    p.add_argument("--trace", help=f"arrivals: Azure CSV or JSONL with timestamp in ms (default {DEFAULT_TRACE}, "
+                                   f"or the committed fixture when absent)")
+    p.add_argument("--prompts", help=f"{{prompt, response}} or {{prompt, output_tokens}} JSONL (default "
+                                     f"{DEFAULT_PROMPTS}, or the committed fixture when absent)")
+    p.add_argument("--out", default="runs/replay", help="output directory (summary.json, PNG plots)")
+    p.add_argument("--quick", action="store_true", help="preset that finishes in < 10 min on 2 CPU cores")
+    p.add_argument("--config", help="app config YAML (default: configs/default.yaml)")
+    p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, run in this order")
+    p.add_argument("--batching", choices=("none", "dynamic", "continuous"), default="continuous")
+    p.add_argument("--num-replicas", type=int)
+    p.add_argument("--max-batch-size", type=int, help="engine slots per replica")
+    p.add_argument("--num-requests", type=int, help="arrivals taken from the trace (a window)")
+    p.add_argument("--trace-start", type=int, default=0, help="index of the window's first arrival")
+    p.add_argument("--load", type=float, help="mean arrival rate / measured service rate (see README)")
+    p.add_argument("--service-rate-rps", type=float,
+                   help="skip calibration: the cluster's service rate (requests/s) for this workload")
+    p.add_argument("--calibration-s", type=float, help="closed-loop calibration length (s)")
+    p.add_argument("--max-span-s", type=float,
+                   help="drop arrivals later than this after time-scaling (bounds the run time)")
+    p.add_argument("--drain-timeout-s", type=float, help="after the last arrival, wait at most this long")
+    p.add_argument("--output-scale", type=float, help="replayed length = round(true length x scale)")
+    p.add_argument("--max-output-tokens", type=int, help="cap on the replayed output length (0: none)")
+    p.add_argument("--max-prompt-tokens", type=int, help="cut prompts to this many tokens (0: no cut)")
+    p.add_argument("--split", choices=("test", "val", "heldout"), default="test",
+                   help="predictor split the prompts come from (never train)")
+    p.add_argument("--split-seed", type=int, help="predictor split seed (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0, help="workload seed (same seed -> same requests)")
+    p.add_argument("--slo-jct-base-s", type=float, default=5.0)
+    p.add_argument("--slo-jct-per-token-s", type=float, default=0.05)
+    p.add_argument("--poll-interval-s", type=float, default=0.25)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for key, value in PRESETS["quick" if args.quick else "full"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = [p for p in args.policies if p not in POLICIES]
+    if unknown or not args.policies:
+        raise SystemExit(f"--policies: unknown {unknown}; choose from {', '.join(POLICIES)}")
+    args.trace = args.trace or str(DEFAULT_TRACE if DEFAULT_TRACE.exists() else FIXTURE_TRACE)
+    args.prompts = args.prompts or str(DEFAULT_PROMPTS if DEFAULT_PROMPTS.exists() else FIXTURE_PROMPTS)
+    return args
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    return {"engine.batching": args.batching, "engine_replicas.num_replicas": args.num_replicas,
+            "engine.max_batch_size": args.max_batch_size}

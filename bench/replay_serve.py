@@ -1,0 +1,81 @@
+"""Ray + Serve lifecycle for the live replay: one local session per run, one fresh app per policy.
+
+Invariant: whatever happens, `serve_session` leaves no Ray running (serve.shutdown and ray.shutdown
+in `finally`), and `deployed_app` deletes its app before the next policy is deployed. Serve's HTTP
+proxy binds to 127.0.0.1 only.
+"""
+from __future__ import annotations
+
+import math
+import socket
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+APP_NAME = "default"
+RAY_TEMP_DIR = "/tmp/ray_ssjf_replay"
+RUNTIME_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_app_config(config_path: Optional[str], overrides: dict):
+    from deployments.config import load_config
+
+    return load_config(config_path, overrides)
+
+
+def cpus_needed(config) -> int:
+    """Logical CPUs the app reserves (engine replicas + router), at least 2."""
+    engine = config.engine_replicas.num_replicas * config.engine_replicas.ray_actor_options.get("num_cpus", 1)
+    router = config.router.ray_actor_options.get("num_cpus", 1)
+    return max(2, math.ceil(engine + router))
+
+
+@contextmanager
+def serve_session(num_cpus: int = 2, temp_dir: str = RAY_TEMP_DIR) -> Iterator[str]:
+    """Start local Ray + Serve (HTTP on a free loopback port); yields the base URL."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir, runtime_env=RUNTIME_ENV,
+             logging_level="WARNING", log_to_driver=False)
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def wait_for_replicas(handle, num_replicas: int, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = handle.status.remote().result(timeout_s=30)
+        if len(status["replicas"]) >= num_replicas:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"engine replicas never registered within {timeout_s:.0f} s: {status}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def deployed_app(config, timeout_s: float = 180.0) -> Iterator[dict]:
+    """Deploy the app built from `config` at route "/", wait for every engine replica, yield the
+    router's first status; delete the app afterwards."""
+    from ray import serve
+
+    from deployments.app import app_from_config
+
+    handle = serve.run(app_from_config(config), name=APP_NAME, route_prefix="/")
+    try:
+        yield wait_for_replicas(handle, config.engine_replicas.num_replicas, timeout_s)
+    finally:
+        serve.delete(APP_NAME)

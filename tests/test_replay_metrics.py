@@ -1,0 +1,94 @@
+"""Replay metrics on synthetic results: percentiles, goodput, paper-style 25%-rate, Kendall tau-b,
+errors, and the report's JSON/ratios. Fast, no Ray."""
+import json
+import math
+
+import pytest
+
+from bench.replay_metrics import RequestResult, Slo, first25pct_rps, kendall_tau_b, percentile, summarize
+from bench.replay_report import comparison, dumps, table
+
+
+def _result(i, sent, ttft, jct, tokens, predicted=None, wait=0.0, error=None):
+    r = RequestResult(i, scheduled_s=sent, sent_s=sent, expected_output_tokens=tokens, output_tokens=tokens,
+                      predicted_output_tokens=predicted, queue_wait_s=wait)
+    if error:
+        r.error = error
+        return r
+    r.first_token_s, r.finished_s, r.status = sent + ttft, sent + jct, 200
+    return r
+
+
+@pytest.mark.timeout(10)
+def test_percentile_is_linear_interpolation():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile(list(range(101)), 99) == 99.0
+    assert math.isnan(percentile([], 50))
+
+
+@pytest.mark.timeout(10)
+def test_summary_latencies_throughput_and_goodput():
+    results = [_result(0, 0.0, 0.5, 2.0, 11), _result(1, 1.0, 1.0, 3.0, 21), _result(2, 2.0, 0.2, 8.0, 41),
+               _result(3, 3.0, 0.0, 0.0, 5, error="http_429")]
+    s = summarize(results, Slo(jct_base_s=1.0, jct_per_token_s=0.1), max_wait_s=30)
+    assert s["num_completed"] == 3 and s["num_errors"] == 1 and s["errors"] == {"http_429": 1}
+    assert s["mean_jct_s"] == pytest.approx(13 / 3)
+    assert s["p50_jct_s"] == pytest.approx(3.0)
+    assert s["mean_ttft_s"] == pytest.approx(1.7 / 3)
+    assert s["mean_tpot_s"] == pytest.approx(((2 - 0.5) / 10 + (3 - 1) / 20 + (8 - 0.2) / 40) / 3)
+    span = 10.0 - 0.0  # first send (incl. the rejected one) to last completion
+    assert s["span_s"] == span
+    assert s["throughput_rps"] == pytest.approx(3 / span)
+    assert s["output_tokens_per_s"] == pytest.approx(73 / span)
+    # SLO JCT <= 1 + 0.1 x tokens: 2.0 <= 2.1 yes, 3.0 <= 3.1 yes, 8.0 <= 5.1 no
+    assert s["goodput_rps"] == pytest.approx(2 / span)
+    assert s["slo_attainment"] == pytest.approx(2 / 4)
+
+
+@pytest.mark.timeout(10)
+def test_queue_wait_and_starvation_count():
+    results = [_result(i, float(i), 0.1, 1.0, 5, wait=w) for i, w in enumerate([0.0, 12.0, 31.5, 29.9])]
+    s = summarize(results, max_wait_s=30.0)
+    assert s["max_queue_wait_s"] == 31.5 and s["num_waits_over_bound"] == 1
+    assert s["mean_queue_wait_s"] == pytest.approx(73.4 / 4)
+
+
+@pytest.mark.timeout(10)
+def test_first25pct_rate_is_paper_style():
+    # 8 jobs sent from t=1; completions at 3, 5, 2, 9, ...: the 2nd (=8//4) completion is at t=3
+    sent = [1.0] * 8
+    done = [3.0, 5.0, 2.0, 9.0, 10.0, 11.0, 12.0, 13.0]
+    assert first25pct_rps(sent, done, 8) == pytest.approx(2 / (3.0 - 1.0))
+    assert first25pct_rps([0.0], [4.0], 1) == pytest.approx(1 / 4.0)  # at least one job
+    assert math.isnan(first25pct_rps([0.0] * 8, [1.0], 8))  # fewer completions than a quarter
+
+
+@pytest.mark.timeout(10)
+def test_kendall_tau_b_with_ties():
+    assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau_b([4, 3, 2, 1], [10, 20, 30, 40]) == pytest.approx(-1.0)
+    # tau-b (not tau-a) with ties: scipy's definition
+    assert kendall_tau_b([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(4 / math.sqrt(5 * 5))
+    assert math.isnan(kendall_tau_b([1], [1]))
+    results = [_result(i, 0.0, 0.1, 1.0, t, predicted=p) for i, (p, t) in enumerate([(5, 1), (50, 2), (9, 3)])]
+    assert summarize(results)["kendall_tau_b"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.timeout(10)
+def test_all_failed_is_nan_not_crash_and_json_is_strict():
+    results = [_result(0, 0.0, 0, 0, 5, error="timeout"), _result(1, 0.5, 0, 0, 5, error="stream_error")]
+    s = summarize(results)
+    assert s["num_completed"] == 0 and math.isnan(s["mean_jct_s"]) and math.isnan(s["throughput_rps"])
+    out = json.loads(dumps({"policies": {"fcfs": s}}))
+    assert out["policies"]["fcfs"]["mean_jct_s"] is None
+
+
+@pytest.mark.timeout(10)
+def test_comparison_ratios_and_table():
+    summaries = {p: summarize([_result(0, 0.0, 0.1, jct, 5), _result(1, 0.0, 0.1, 2 * jct, 5)])
+                 for p, jct in (("fcfs", 4.0), ("ssjf", 2.0), ("sjf-oracle", 1.0))}
+    c = comparison(summaries)
+    assert c["ssjf_over_fcfs_mean_jct_s"] == pytest.approx(0.5)
+    assert c["ssjf_over_sjf_oracle_mean_jct_s"] == pytest.approx(2.0)
+    text = table(summaries)
+    assert text.splitlines()[0].split()[0] == "policy" and "sjf-oracle" in text
