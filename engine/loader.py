@@ -1,0 +1,104 @@
+"""Model + tokenizer loading: the seeded demo Llama, or any causal LM by HF id / local path.
+
+Invariant: the demo model's weights depend only on `DEMO_MODEL_SEED` and `DEMO_MODEL_SHAPE` (built on CPU in
+float32 under a forked RNG, then moved), so every machine gets the same model; loading never leaves the
+tokenizer without a pad token.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import EngineConfig
+from .tokenizer import demo_tokenizer
+
+DEMO_MODEL_NAME = "demo"
+DEMO_MODEL_SEED = 1234
+DEMO_MODEL_SHAPE = dict(
+    num_hidden_layers=4,
+    hidden_size=256,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    intermediate_size=688,
+    max_position_embeddings=2048,
+    initializer_range=0.1,
+    tie_word_embeddings=True,
+)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    has_cuda = torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if has_cuda else "cpu"
+    if device.startswith("cuda") and not has_cuda:
+        raise ValueError(f"device: CUDA is not available on this machine (got {device!r})")
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return torch.device(device), _DTYPES[dtype]
+
+
+def load_model_and_tokenizer(config: EngineConfig | str = DEMO_MODEL_NAME, tokenizer: str | None = None,
+                             device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """Return `(model, tokenizer)`; accepts an `EngineConfig` or the same fields as arguments."""
+    if isinstance(config, EngineConfig):
+        model_name, tokenizer, device, dtype = config.model, config.tokenizer, config.device, config.dtype
+    else:
+        model_name = config
+    torch_device, torch_dtype = resolve_device_and_dtype(device, dtype)
+    if model_name == DEMO_MODEL_NAME:
+        tok = demo_tokenizer() if tokenizer is None else _load_tokenizer(tokenizer)
+        model = build_demo_model(tok)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        tok = _load_tokenizer(tokenizer or model_name)
+        model = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch_dtype)
+    _ensure_pad_token(tok)
+    return model.to(device=torch_device, dtype=torch_dtype).eval(), tok
+
+
+def build_demo_model(tokenizer: Any) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=None,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **DEMO_MODEL_SHAPE,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(DEMO_MODEL_SEED)
+        return LlamaForCausalLM(model_config)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        ids.update([value] if isinstance(value, int) else list(value or []))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def model_max_positions(model: Any) -> int | None:
+    text_config = model.config.get_text_config(decoder=True)
+    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text_config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def _ensure_pad_token(tokenizer: Any) -> None:
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token

@@ -1,0 +1,105 @@
+"""The engine's background thread: `step()` = plan (cancellations, admissions) -> run (prefill, decode) ->
+post-process (sample, emit, drop finished, release slots).
+
+Invariant: only this thread touches the model, the KV batch and sequence token state; an exception in a model
+step ends the sequences it touched with finish_reason "error" and the loop keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .runner import ModelRunner
+from .sampler import sample_next_tokens
+from .scheduler import Scheduler
+from .sequence import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+class StepLoop:
+    def __init__(self, runner: ModelRunner, scheduler: Scheduler, eos_token_ids: set[int]) -> None:
+        self.runner = runner
+        self.scheduler = scheduler
+        self.eos_token_ids = eos_token_ids
+        self.num_steps = 0
+        self._wakeup = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="engine-step-loop", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    def step(self) -> bool:
+        """Run one engine iteration; return False when there was nothing to do."""
+        cancelled = self.scheduler.take_cancelled()
+        for seq in cancelled:
+            seq.finish("cancelled")
+        self._retire(cancelled + self.runner.drop_finished())
+        newcomers = self.scheduler.admit(len(self.runner.rows), time.monotonic())
+        if not newcomers and not self.runner.rows:
+            return False
+        try:
+            if newcomers:
+                self._sample_into(newcomers, self.runner.prefill(newcomers))
+                self._retire(self.runner.drop_finished())
+            if self.runner.rows:
+                self._sample_into(self.runner.rows, self.runner.decode())
+        except Exception as exc:
+            logger.exception("engine step failed")
+            self._fail(newcomers + self.runner.reset(), f"{type(exc).__name__}: {exc}")
+        self._retire(self.runner.drop_finished())
+        self.num_steps += 1
+        return True
+
+    def _sample_into(self, seqs: list[Sequence], logits: Any) -> None:
+        requests = [seq.request for seq in seqs]
+        token_ids = sample_next_tokens(logits, [r.temperature for r in requests], [r.top_p for r in requests],
+                                       [seq.generator for seq in seqs])
+        for seq, token_id in zip(seqs, token_ids, strict=True):
+            seq.append_token(token_id, self.eos_token_ids)
+
+    def _fail(self, seqs: list[Sequence], error: str) -> None:
+        for seq in seqs:
+            seq.finish("error", error)
+        self._retire(seqs)
+
+    def _retire(self, finished: list[Sequence]) -> None:
+        """Release slots first, then emit "done", so a consumer that sees "done" sees the freed slot."""
+        if finished:
+            self.scheduler.release_finished(len(self.runner.rows))
+            for seq in finished:
+                seq.emit_done()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                if self.step():
+                    continue
+            except Exception:
+                logger.exception("engine loop error")
+                self._fail(self.runner.reset(), "engine loop error")
+            self._wakeup.wait(self.scheduler.seconds_until_ready(time.monotonic()))
+            self._wakeup.clear()
+        self._finish_all("engine shut down")
+
+    def _finish_all(self, reason: str) -> None:
+        seqs = self.scheduler.take_cancelled() + self.runner.reset() + self.scheduler.drain_waiting()
+        for seq in seqs:
+            seq.finish("cancelled", reason)
+        self._retire(seqs)
