@@ -1,7 +1,8 @@
 """engine: batched generation on Hugging Face transformers ("none" | "dynamic" | "continuous"), streaming and
 cancellation, with no Ray import. Wrapped by a Ray Serve replica in `deployments/`.
 
-Cheap imports: `EngineConfig`, `GenerationRequest`, `EngineFullError` and `demo_tokenizer` do not import torch;
+Cheap imports: importing `EngineConfig`, `GenerationRequest`, `EngineFullError`, `demo_tokenizer` and
+`load_tokenizer` (the tokenizer an EngineConfig serves with) loads neither torch nor transformers;
 `Engine` and `load_model_and_tokenizer` are loaded lazily on first access.
 
 Demo model (`model="demo"`, the default, fully offline): LlamaForCausalLM, 4 layers, hidden 256, 4 heads
@@ -18,10 +19,10 @@ from typing import Any
 
 from .config import EngineConfig
 from .request import EngineFullError, GenerationRequest
-from .tokenizer import demo_tokenizer
+from .tokenizer import demo_tokenizer, load_tokenizer
 
 __all__ = ["Engine", "EngineConfig", "EngineFullError", "GenerationRequest", "demo_tokenizer",
-           "load_model_and_tokenizer"]
+           "load_model_and_tokenizer", "load_tokenizer"]
 
 
 def __getattr__(name: str) -> Any:

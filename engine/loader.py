@@ -11,9 +11,8 @@ from typing import Any
 import torch
 
 from .config import EngineConfig
-from .tokenizer import demo_tokenizer
+from .tokenizer import DEMO_MODEL_NAME, demo_tokenizer, ensure_pad_token, load_tokenizer_by_name
 
-DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_SEED = 1234
 DEMO_MODEL_SHAPE = dict(
     num_hidden_layers=4,
@@ -48,14 +47,14 @@ def load_model_and_tokenizer(config: EngineConfig | str = DEMO_MODEL_NAME, token
         model_name = config
     torch_device, torch_dtype = resolve_device_and_dtype(device, dtype)
     if model_name == DEMO_MODEL_NAME:
-        tok = demo_tokenizer() if tokenizer is None else _load_tokenizer(tokenizer)
+        tok = demo_tokenizer() if tokenizer is None else load_tokenizer_by_name(tokenizer)
         model = build_demo_model(tok)
     else:
         from transformers import AutoModelForCausalLM
 
-        tok = _load_tokenizer(tokenizer or model_name)
+        tok = load_tokenizer_by_name(tokenizer or model_name)
         model = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch_dtype)
-    _ensure_pad_token(tok)
+    ensure_pad_token(tok)
     return model.to(device=torch_device, dtype=torch_dtype).eval(), tok
 
 
@@ -91,14 +90,3 @@ def model_max_positions(model: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def _load_tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(name)
-
-
-def _ensure_pad_token(tokenizer: Any) -> None:
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token

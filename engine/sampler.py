@@ -1,7 +1,9 @@
 """Next-token selection: greedy for temperature 0, else temperature + top-p with a per-sequence generator.
 
-Invariant: a sequence's choice depends only on its own logits row and its own `torch.Generator`, so a seeded
-request samples the same tokens whatever batch it shares.
+Invariant: a sequence's choice depends only on its own logits row and its own `torch.Generator` (one uniform
+draw per token), so a seeded request samples the same tokens whatever batch it shares. Sampling is an inverse
+CDF over vocabulary order in float64, so the float noise of a different batch shape moves a decision only
+when the draw lands within ~1e-6 of a bucket edge.
 """
 from __future__ import annotations
 
@@ -27,11 +29,12 @@ def sample_next_tokens(logits: torch.Tensor, temperatures: list[float], top_ps: 
 
 
 def _sample_row(row_logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    probs = torch.softmax(row_logits.float() / temperature, dim=-1)
+    probs = torch.softmax(row_logits.double() / temperature, dim=-1)
     if top_p < 1.0:
-        sorted_probs, sorted_ids = probs.sort(descending=True)
+        sorted_probs = probs.sort(descending=True).values
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return int(sorted_ids[choice])
-    return int(torch.multinomial(probs, 1, generator=generator))
+        min_kept_prob = sorted_probs[mass_before < top_p][-1]
+        probs = torch.where(probs >= min_kept_prob, probs, torch.zeros_like(probs))
+    cdf = probs.cumsum(dim=-1)
+    draw = torch.rand((), generator=generator, dtype=torch.float64, device=probs.device) * cdf[-1]
+    return min(int(torch.searchsorted(cdf, draw, right=True)), cdf.shape[0] - 1)
