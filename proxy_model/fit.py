@@ -1,0 +1,133 @@
+"""Training loops: a head on cached (frozen) features, and a time-boxed backbone fine-tune.
+
+Invariant: runs are seeded (torch generator for init, shuffling and dropout); the epoch kept is the
+one with the best validation Kendall tau, never chosen on test rows.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+from tqdm import tqdm
+
+from .heads import Head, assemble, fit_calibration, quantile_buckets
+
+
+def prepare_head(head: Head, x_train: torch.Tensor, y_train: np.ndarray, num_buckets: int) -> torch.Tensor | None:
+    """Set standardization (and bucket edges/medians); returns bucket labels for classification."""
+    head.feature_mean.copy_(x_train.mean(0))
+    head.feature_std.copy_(x_train.std(0).clamp(min=1e-4))
+    if head.kind != "classification":
+        return None
+    edges, log_medians = quantile_buckets(y_train, num_buckets)
+    head.bucket_log_medians.resize_(len(log_medians)).copy_(torch.tensor(log_medians, dtype=torch.float32))
+    return torch.tensor(np.searchsorted(edges, y_train, side="right"), dtype=torch.long)
+
+
+def val_tau(head: Head, x: torch.Tensor, m: torch.Tensor, y: np.ndarray) -> float:
+    head.eval()
+    with torch.inference_mode():
+        s = head.score(head(x, m)).numpy()
+    tau = kendalltau(s, y).statistic
+    return float(tau) if np.isfinite(tau) else 0.0
+
+
+def drop_models(m: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Model-name dropout: replace some indices by 0 (unknown) so the default embedding is trained."""
+    if p <= 0:
+        return m
+    return torch.where(torch.rand(len(m), generator=gen) < p, torch.zeros_like(m), m)
+
+
+def fit_head(head: Head, train: tuple, val: tuple, epochs: int, lr: float, batch_size: int,
+             weight_decay: float, seed: int, model_dropout: float = 0.1) -> dict:
+    """train/val = (features, model_idx, tokens ndarray). Returns history; head keeps best-val weights."""
+    x, m, y = train
+    gen = torch.Generator().manual_seed(seed)
+    buckets = prepare_head(head, x, y, len(head.bucket_log_medians))
+    tokens = torch.tensor(y, dtype=torch.float32)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    best = (-2.0, None, -1)
+    history = []
+    for epoch in tqdm(range(epochs), desc=f"train {head.kind} head", unit="epoch"):
+        head.train()
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            raw = head(x[idx], drop_models(m[idx], model_dropout, gen))
+            loss = head.loss(raw, tokens[idx], buckets[idx] if buckets is not None else None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        tau = val_tau(head, *val)
+        history.append({"epoch": epoch, "val_kendall_tau": tau})
+        if tau > best[0]:
+            best = (tau, copy.deepcopy(head.state_dict()), epoch)
+    head.load_state_dict(best[1])
+    head.eval()
+    calibrate(head, x, m, y)
+    return {"best_epoch": best[2], "best_val_kendall_tau": best[0], "history": history}
+
+
+def calibrate(head: Head, x: torch.Tensor, m: torch.Tensor, y: np.ndarray) -> None:
+    """Ranking heads: fit the score -> tokens quantile mapping on training rows."""
+    if head.kind != "ranking":
+        return
+    with torch.inference_mode():
+        s = head.score(head(x, m)).numpy()
+    xs, ys = fit_calibration(s, y)
+    head.calib_scores.resize_(len(xs)).copy_(torch.tensor(xs, dtype=torch.float32))
+    head.calib_log_tokens.resize_(len(ys)).copy_(torch.tensor(ys, dtype=torch.float32))
+
+
+def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.Tensor, y: np.ndarray,
+             num_layers: int, minutes: float, lr: float, batch_size: int, seed: int) -> dict:
+    """Jointly tune the last `num_layers` encoder layers and the head, for at most `minutes`."""
+    names = encoder.unfreeze_last(num_layers)
+    params = [p for p in encoder.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": params, "lr": lr}, {"params": head.parameters(), "lr": lr * 10}])
+    gen = torch.Generator().manual_seed(seed)
+    ids, log_len = encoder.token_ids(prompts)
+    tokens = torch.tensor(y, dtype=torch.float32)
+    buckets = None
+    if head.kind == "classification":
+        edges = np.quantile(y, np.linspace(0, 1, len(head.bucket_log_medians) + 1)[1:-1])
+        buckets = torch.tensor(np.searchsorted(np.unique(edges), y, side="right"), dtype=torch.long)
+    deadline = time.monotonic() + minutes * 60.0
+    seen, steps = 0, 0
+    bar = tqdm(desc=f"fine-tune last {num_layers} layer(s)", unit="prompt", total=len(ids))
+    encoder.model.train()
+    head.train()
+    while time.monotonic() < deadline:
+        order = torch.randperm(len(ids), generator=gen)
+        for i in range(0, len(order), batch_size):
+            if time.monotonic() >= deadline:
+                break
+            idx = order[i : i + batch_size].tolist()
+            width = max(len(ids[j]) for j in idx)
+            input_ids = torch.zeros(len(idx), width, dtype=torch.long)
+            mask = torch.zeros_like(input_ids)
+            for r, j in enumerate(idx):
+                input_ids[r, : len(ids[j])] = torch.tensor(ids[j])
+                mask[r, : len(ids[j])] = 1
+            pooled = encoder.forward(input_ids.to(encoder.device), mask.to(encoder.device))
+            x = assemble(pooled, log_len[idx], feat_cfg["layers"], feat_cfg["poolings"], feat_cfg["use_length"])
+            loss = head.loss(head(x, m[idx]), tokens[idx], buckets[idx] if buckets is not None else None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+            steps += 1
+            bar.update(len(idx))
+    bar.close()
+    encoder.model.eval()
+    head.eval()
+    for p in params:
+        p.requires_grad_(False)
+    tuned = {n: p.detach().clone() for n, p in encoder.model.named_parameters() if n in set(names)}
+    return {"finetune_prompts_seen": seen, "finetune_steps": steps, "finetune_minutes": minutes, "tuned": tuned}

