@@ -27,12 +27,11 @@ def build_app(args: Optional[dict] = None):
 
 def app_from_config(config: AppConfig):
     replicas = config.engine_replicas
-    capacity = 1 if config.engine.batching == "none" else config.engine.max_batch_size
     scaling = ({"autoscaling_config": replicas.autoscaling_config} if replicas.autoscaling_config
                else {"num_replicas": replicas.num_replicas})
     engine = serve.deployment(EngineReplica, name="Engine").options(
         ray_actor_options=replicas.ray_actor_options,
-        max_ongoing_requests=capacity + CONTROL_CALL_HEADROOM,
+        max_ongoing_requests=config.engine.capacity + CONTROL_CALL_HEADROOM,
         request_router_config=RequestRouterConfig(
             request_router_class="deployments.pinned_router:PinnedReplicaRouter"),
         health_check_period_s=5,

@@ -4,7 +4,6 @@ Invariant: every HTTP request gets a JSON answer or an SSE stream ending in `dat
 failure is OpenAI error JSON with a 4xx/5xx status; a client that disconnects cancels its request.
 """
 
-from __future__ import annotations
 
 import json
 import logging
@@ -21,87 +20,6 @@ from deployments.ssjf_router import SSJFRouter
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="ssjf-serve", docs_url=None, redoc_url=None)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error_response(RequestError(exc.status_code, str(exc.detail)))
-
-
-@api.exception_handler(Exception)
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s", request.url.path)
-    return _error_response(RequestError(500, f"internal error: {type(exc).__name__}", type_="server_error"))
-
-
-@serve.ingress(api)
-class HTTPRouter(SSJFRouter):
-    @api.post("/v1/completions")
-    async def completions(self, request: Request) -> Response:
-        return await self._serve_openai(request, "completion")
-
-    @api.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request) -> Response:
-        return await self._serve_openai(request, "chat")
-
-    @api.get("/v1/models")
-    async def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self._config.served_model_name, "object": "model",
-                                            "created": 0, "owned_by": "ssjf-serve"}]}
-
-    @api.get("/health")
-    async def health(self) -> Response:
-        ready = self._ready.is_set()
-        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
-
-    @api.get("/v1/scheduler")
-    async def scheduler_status(self) -> dict[str, Any]:
-        return await self.status()
-
-    async def _serve_openai(self, request: Request, kind: str) -> Response:
-        try:
-            body = await self._read_json(request)
-            parsed = await self._parse(body, kind)
-        except RequestError as exc:
-            return _error_response(exc)
-        if parsed.stream:
-            return StreamingResponse(self._sse(parsed, kind), media_type="text/event-stream")
-        try:
-            async for event in self._run(parsed):
-                pass
-        except RequestError as exc:
-            return _error_response(exc)
-        return JSONResponse(_full_response(parsed, kind, event))
-
-    async def _read_json(self, request: Request) -> Any:
-        limit = self._config.router.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestError(413, f"request body larger than {limit} bytes")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > limit:
-                raise RequestError(413, f"request body larger than {limit} bytes")
-        try:
-            return json.loads(bytes(raw).decode("utf-8"))
-        except UnicodeDecodeError:
-            raise RequestError(400, "request body is not valid UTF-8") from None
-        except RecursionError:
-            raise RequestError(400, "request body is nested too deeply") from None
-        except json.JSONDecodeError as exc:
-            raise RequestError(400, f"request body is not valid JSON: {exc}") from None
-
-    async def _sse(self, parsed, kind: str) -> AsyncIterator[str]:
-        try:
-            async for event in self._run(parsed):
-                yield _sse_data(_chunk(parsed, kind, event))
-        except RequestError as exc:
-            yield _sse_data(exc.body())
-        except Exception as exc:
-            logger.exception("stream failed for request %s", parsed.request_id)
-            yield _sse_data(RequestError(500, f"internal error: {type(exc).__name__}", type_="server_error").body())
-        yield "data: [DONE]\n\n"
 
 
 def _error_response(exc: RequestError) -> JSONResponse:
@@ -141,3 +59,90 @@ def _chunk(parsed, kind: str, event: dict) -> dict[str, Any]:
 def _usage(done: dict) -> dict[str, int]:
     usage = done["usage"]
     return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error_response(RequestError(exc.status_code, str(exc.detail)))
+
+
+@api.exception_handler(Exception)
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.url.path)
+    return _error_response(RequestError(500, f"internal error: {type(exc).__name__}", type_="server_error"))
+
+
+# Defined last: serve.ingress serializes the class, so every helper it uses must already exist.
+@serve.ingress(api)
+class HTTPRouter(SSJFRouter):
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._serve_openai(request, "completion")
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve_openai(request, "chat")
+
+    @api.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self._config.served_model_name, "object": "model",
+                                            "created": 0, "owned_by": "ssjf-serve"}]}
+
+    @api.get("/health")
+    async def health(self) -> Response:
+        ready = self._ready.is_set()
+        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+
+    @api.get("/v1/scheduler")
+    async def scheduler_status(self) -> dict[str, Any]:
+        return await self.status()
+
+    async def _serve_openai(self, request: Request, kind: str) -> Response:
+        try:
+            body = await self._read_json(request)
+        except RequestError as exc:
+            self.observe_rejection(exc)
+            return _error_response(exc)
+        try:
+            parsed = await self._parse(body, kind)
+        except RequestError as exc:
+            return _error_response(exc)
+        if parsed.stream:
+            return StreamingResponse(self._sse(parsed, kind), media_type="text/event-stream")
+        try:
+            async for event in self._run(parsed):
+                pass
+        except RequestError as exc:
+            return _error_response(exc)
+        return JSONResponse(_full_response(parsed, kind, event))
+
+    async def _read_json(self, request: Request) -> Any:
+        limit = self._config.router.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestError(413, f"request body larger than {limit} bytes", code="body_too_large")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw.extend(chunk)
+            if len(raw) > limit:
+                raise RequestError(413, f"request body larger than {limit} bytes", code="body_too_large")
+        try:
+            return json.loads(bytes(raw).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RequestError(400, "request body is not valid UTF-8") from None
+        except RecursionError:
+            raise RequestError(400, "request body is nested too deeply") from None
+        except json.JSONDecodeError as exc:
+            raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+
+    async def _sse(self, parsed, kind: str) -> AsyncIterator[str]:
+        try:
+            async for event in self._run(parsed):
+                yield _sse_data(_chunk(parsed, kind, event))
+        except RequestError as exc:
+            yield _sse_data(exc.body())
+        except Exception as exc:
+            logger.exception("stream failed for request %s", parsed.request_id)
+            yield _sse_data(RequestError(500, f"internal error: {type(exc).__name__}", type_="server_error").body())
+        yield "data: [DONE]\n\n"

@@ -20,6 +20,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from deployments import replica_registry
 from deployments.config import AppConfig
 from deployments.dispatcher import Dispatcher, QueueFullError, QueueTimeoutError
+from deployments.metrics import RouterMetrics
 from deployments.pinned_router import registry_key
 from deployments.protocol import ParsedRequest, RequestError, parse_request
 from deployments.typed_config import build
@@ -45,6 +46,7 @@ class SSJFRouter:
         self._predictor_stats = {"batches": 0, "prompts": 0, "seconds": 0.0}
         self._dispatcher = Dispatcher(Scheduler(self._config.scheduler))
         self._replica_info: dict[str, dict] = {}
+        self._metrics = RouterMetrics()
         self._ready = asyncio.Event()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_replicas_forever())
 
@@ -75,9 +77,11 @@ class SSJFRouter:
                 "name": self._predictor.name,
                 "batches": stats["batches"],
                 "prompts": stats["prompts"],
+                "seconds": round(stats["seconds"], 6),
                 "mean_ms_per_prompt": 1000 * stats["seconds"] / max(stats["prompts"], 1),
             },
             "model": self._config.served_model_name,
+            "metrics": self._metrics.totals(),
         }
 
     async def _live_engine_facts(self, replica_id: str) -> dict[str, Any]:
@@ -94,13 +98,44 @@ class SSJFRouter:
     # ---- request path ------------------------------------------------------------------------
 
     async def _parse(self, body: dict, kind: str) -> ParsedRequest:
-        await self._wait_ready()
-        parsed = parse_request(body, kind, self._tokenizer, self._config.served_model_name,
-                               self._max_context_tokens())
+        try:
+            await self._wait_ready()
+            parsed = parse_request(body, kind, self._tokenizer, self._config.served_model_name,
+                                   self._max_context_tokens())
+        except RequestError as exc:
+            self.observe_rejection(exc)
+            raise
         parsed.created_at_s = time.time()
         return parsed
 
+    def observe_rejection(self, exc: RequestError) -> None:
+        self._metrics.observe_rejection(exc.code or f"http_{exc.status}")
+
     async def _run(self, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
+        """Predict, queue, stream; every ending is counted in the metrics."""
+        finish_reason = "cancelled"
+        try:
+            async for event in self._run_attempts(parsed):
+                if event["type"] == "done":
+                    finish_reason = event["finish_reason"]
+                    self._observe_done(parsed, event)
+                yield event
+        except RequestError as exc:
+            finish_reason = "error"
+            self.observe_rejection(exc)
+            raise
+        finally:
+            if finish_reason == "cancelled":
+                self._metrics.observe_cancelled()
+
+    def _observe_done(self, parsed: ParsedRequest, done: dict) -> None:
+        first_token_at_s = done["timings"].get("first_token_at_s")
+        self._metrics.observe_finish(
+            done["finish_reason"], done["ssjf"]["predicted_output_tokens"], done["usage"]["completion_tokens"],
+            jct_s=time.time() - parsed.created_at_s,
+            ttft_s=None if first_token_at_s is None else first_token_at_s - parsed.created_at_s)
+
+    async def _run_attempts(self, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
         arrival_s = self._dispatcher.now_s()
         predicted = await self._predict_batch(parsed.prompt_text)
         record = RequestRecord(parsed.request_id, arrival_s, float(predicted),
@@ -108,6 +143,7 @@ class SSJFRouter:
         for attempt in range(2):
             dispatch = await self._acquire(record, requeue=attempt > 0)
             dispatch_seq = self._dispatcher.dispatch_seq(parsed.request_id)
+            self._metrics.observe_dispatch(dispatch.queue_wait_s)
             produced_token = False
             try:
                 async for event in self._stream_from(parsed, dispatch.replica_id):
@@ -195,6 +231,9 @@ class SSJFRouter:
                 await self._sync_replicas()
             except Exception:  # keep serving: the next round retries
                 logger.exception("engine replica sync failed")
+            scheduler = self._dispatcher.scheduler
+            self._metrics.observe_queue(scheduler.num_waiting, {
+                rid: facts["num_running"] for rid, facts in scheduler.replicas().items()})
             await asyncio.sleep(self._config.router.replica_sync_interval_s)
 
     async def _sync_replicas(self) -> None:

@@ -1,0 +1,94 @@
+"""Router metrics, exported to Prometheus through Ray's metrics API (names get Ray's `ray_` prefix).
+
+Invariant: every recorded value is also kept in `totals`, which the scheduler status endpoint
+returns, so the endpoint and the Prometheus series are fed by the same calls and always agree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as CountMap
+from typing import Any
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+_SECONDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+_TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+_RATIOS = [0.125, 0.25, 0.5, 0.8, 1.0, 1.25, 2, 4, 8]
+
+METRIC_NAMES = {
+    "queue_length": "ssjf_queue_length",
+    "queue_wait": "ssjf_queue_wait_seconds",
+    "prediction_abs_error": "ssjf_prediction_abs_error_tokens",
+    "prediction_ratio": "ssjf_prediction_ratio",
+    "jct": "ssjf_jct_seconds",
+    "ttft": "ssjf_ttft_seconds",
+    "in_flight": "ssjf_replica_in_flight",
+    "rejections": "ssjf_rejections_total",
+    "completions": "ssjf_requests_completed_total",
+}
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        n = METRIC_NAMES
+        self._queue_length = Gauge(n["queue_length"], "Requests waiting in the router's queue")
+        self._queue_wait = Histogram(n["queue_wait"], "Time from arrival to dispatch", _SECONDS)
+        self._prediction_abs_error = Histogram(
+            n["prediction_abs_error"], "|predicted - actual| output tokens of finished requests", _TOKENS)
+        self._prediction_ratio = Histogram(
+            n["prediction_ratio"], "predicted / actual output tokens of finished requests", _RATIOS)
+        self._jct = Histogram(n["jct"], "Job completion time: arrival to last token", _SECONDS)
+        self._ttft = Histogram(n["ttft"], "Time from arrival to first token", _SECONDS)
+        self._in_flight = Gauge(n["in_flight"], "Requests running on an engine replica",
+                                tag_keys=("engine_replica",))
+        self._rejections = Counter(n["rejections"], "Requests ended with an error, by reason",
+                                   tag_keys=("reason",))
+        self._completions = Counter(n["completions"], "Requests finished, by finish reason",
+                                    tag_keys=("finish_reason",))
+        self.rejections: CountMap[str] = CountMap()
+        self.completions: CountMap[str] = CountMap()
+        self.sums: CountMap[str] = CountMap()
+
+    def observe_queue(self, num_waiting: int, in_flight_by_replica: dict[str, int]) -> None:
+        self._queue_length.set(num_waiting)
+        for replica_id, num_running in in_flight_by_replica.items():
+            self._in_flight.set(num_running, tags={"engine_replica": replica_id})
+
+    def observe_dispatch(self, queue_wait_s: float) -> None:
+        self._queue_wait.observe(queue_wait_s)
+        self.sums["queue_wait_s"] += queue_wait_s
+        self.sums["dispatched"] += 1
+
+    def observe_finish(self, finish_reason: str, predicted_tokens: float, completion_tokens: int,
+                       jct_s: float, ttft_s: float | None) -> None:
+        self._completions.inc(tags={"finish_reason": finish_reason})
+        self.completions[finish_reason] += 1
+        self._jct.observe(jct_s)
+        self.sums["jct_s"] += jct_s
+        if ttft_s is not None:
+            self._ttft.observe(ttft_s)
+        if finish_reason == "length" or finish_reason == "stop":
+            error = abs(predicted_tokens - completion_tokens)
+            self._prediction_abs_error.observe(error)
+            self._prediction_ratio.observe(predicted_tokens / max(completion_tokens, 1))
+            self.sums["abs_prediction_error_tokens"] += error
+            self.sums["prediction_samples"] += 1
+
+    def observe_cancelled(self) -> None:
+        self._completions.inc(tags={"finish_reason": "cancelled"})
+        self.completions["cancelled"] += 1
+
+    def observe_rejection(self, reason: str) -> None:
+        self._rejections.inc(tags={"reason": reason})
+        self.rejections[reason] += 1
+
+    def totals(self) -> dict[str, Any]:
+        samples = self.sums["prediction_samples"]
+        return {
+            "completions": dict(self.completions),
+            "rejections": dict(self.rejections),
+            "dispatched": int(self.sums["dispatched"]),
+            "mean_queue_wait_s": self.sums["queue_wait_s"] / max(self.sums["dispatched"], 1),
+            "mean_abs_prediction_error_tokens": self.sums["abs_prediction_error_tokens"] / max(samples, 1),
+            "names": METRIC_NAMES,
+        }
