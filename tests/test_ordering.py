@@ -84,8 +84,7 @@ def test_ssjf_starts_shortest_predicted_first(deploy_app):
     by_start = sorted(results, key=lambda r: r["ssjf"]["dispatch_seq"])
     predicted = [r["ssjf"]["predicted_output_tokens"] for r in by_start]
     assert predicted == sorted(predicted), by_start
-    assert {r["ssjf"]["replica"] for r in results} == {r["ssjf"]["replica"] for r in
-                                                        [b.result() for b in blockers]}
+    assert len(set(predicted)) == len(predicted)
 
 
 def test_fcfs_starts_in_arrival_order(deploy_app):
