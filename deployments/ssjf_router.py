@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Optional
 
+import psutil
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
@@ -82,6 +83,7 @@ class SSJFRouter:
             },
             "model": self._config.served_model_name,
             "metrics": self._metrics.totals(),
+            "router_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
         }
 
     async def _live_engine_facts(self, replica_id: str) -> dict[str, Any]:
@@ -136,8 +138,10 @@ class SSJFRouter:
             ttft_s=None if first_token_at_s is None else first_token_at_s - parsed.created_at_s)
 
     async def _run_attempts(self, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
-        arrival_s = self._dispatcher.now_s()
+        predict_started_s = time.perf_counter()
         predicted = await self._predict_batch(parsed.prompt_text)
+        predict_ms = 1000 * (time.perf_counter() - predict_started_s)
+        arrival_s = self._dispatcher.now_s()
         record = RequestRecord(parsed.request_id, arrival_s, float(predicted),
                                parsed.oracle_output_tokens, len(parsed.prompt_token_ids))
         for attempt in range(2):
@@ -152,6 +156,7 @@ class SSJFRouter:
                         raise RequestError(500, f"engine error: {event.get('error')}", type_="server_error")
                     if event["type"] == "done":
                         event["ssjf"] = {"predicted_output_tokens": round(float(predicted), 2),
+                                         "predict_ms": round(predict_ms, 3),
                                          "queue_wait_s": round(dispatch.queue_wait_s, 6),
                                          "replica": dispatch.replica_id,
                                          "dispatch_seq": dispatch_seq,

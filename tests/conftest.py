@@ -1,5 +1,6 @@
-"""Shared fixtures. Ray-backed tests share one local Ray + Serve instance per session (started
-lazily by the first test that asks for it, always shut down at the end)."""
+"""Shared fixtures. Ray-backed tests share one local Ray + Serve instance per test module (started
+lazily by the first test that asks for it, always shut down at the module's end, so a module may
+also start a multi-node cluster of its own)."""
 
 import os
 import socket
@@ -17,7 +18,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def serve_instance():
     """A local Ray cluster (2 CPUs) with Serve's HTTP proxy on a free loopback port; yields the base URL."""
     import ray
