@@ -54,9 +54,9 @@ def evaluate(predictor, rows, latency_prompts: int = 128) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    rows = load_labelled(args.data, demo_tokenizer(args.tokenizer), args.max_rows)
     predictor = load_predictor(args.checkpoint)
     seed = args.split_seed if args.split_seed is not None else predictor.config["split"]["seed"]
-    rows = load_labelled(args.data, demo_tokenizer(args.tokenizer), args.max_rows)
     rows = select_split(rows, args.split, seed, args.data)
     result = {"predictor": predictor.name, "checkpoint": str(predictor.path), "split": args.split,
               "split_seed": seed, **evaluate(predictor, rows, args.latency_prompts)}

@@ -14,6 +14,7 @@ from scipy.stats import kendalltau
 from tqdm import tqdm
 
 from .heads import Head, assemble, fit_calibration, quantile_buckets
+from .lora import add_lora, merge_lora
 
 
 def prepare_head(head: Head, x_train: torch.Tensor, y_train: np.ndarray, num_buckets: int) -> torch.Tensor | None:
@@ -44,7 +45,21 @@ def drop_models(m: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor
 
 def fit_head(head: Head, train: tuple, val: tuple, epochs: int, lr: float, batch_size: int,
              weight_decay: float, seed: int, model_dropout: float = 0.1) -> dict:
-    """train/val = (features, model_idx, tokens ndarray). Returns history; head keeps best-val weights."""
+    """train/val = (features, model_idx, tokens ndarray). Returns history; head keeps best-val weights.
+
+    Runs on one thread: the matrices are small, and a second OpenMP thread on a shared 2-core host
+    slowed epochs 20-50x when the other core was busy.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_head(head, train, val, epochs, lr, batch_size, weight_decay, seed, model_dropout)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_head(head: Head, train: tuple, val: tuple, epochs: int, lr: float, batch_size: int,
+              weight_decay: float, seed: int, model_dropout: float) -> dict:
     x, m, y = train
     gen = torch.Generator().manual_seed(seed)
     buckets = prepare_head(head, x, y, len(head.bucket_log_medians))
@@ -86,10 +101,16 @@ def calibrate(head: Head, x: torch.Tensor, m: torch.Tensor, y: np.ndarray) -> No
 
 
 def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.Tensor, y: np.ndarray,
-             num_layers: int, minutes: float, lr: float, batch_size: int, seed: int) -> dict:
-    """Jointly tune the last `num_layers` encoder layers and the head, for at most `minutes`."""
-    names = encoder.unfreeze_last(num_layers)
-    params = [p for p in encoder.model.parameters() if p.requires_grad]
+             num_layers: int, minutes: float, lr: float, batch_size: int, seed: int, lora_rank: int = 0,
+             lora_scale: float = 1.0) -> dict:
+    """Jointly tune the encoder and the head for at most `minutes`: LoRA adapters on every layer
+    (lora_rank > 0) or else the last `num_layers` layers' weights."""
+    if lora_rank > 0:
+        names = []
+        params = add_lora(encoder.model, lora_rank, lora_scale, seed)
+    else:
+        names = encoder.unfreeze_last(num_layers)
+        params = [p for p in encoder.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": lr}, {"params": head.parameters(), "lr": lr * 10}])
     gen = torch.Generator().manual_seed(seed)
     ids, log_len = encoder.token_ids(prompts)
@@ -129,5 +150,14 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
     head.eval()
     for p in params:
         p.requires_grad_(False)
-    tuned = {n: p.detach().clone() for n, p in encoder.model.named_parameters() if n in set(names)}
+    if lora_rank > 0:
+        tuned = {"lora": merge_lora(encoder.model)}
+    else:  # stored as float16: round the live weights too so saved == evaluated
+        tuned = {}
+        with torch.no_grad():
+            for n, p in encoder.model.named_parameters():
+                if n in set(names):
+                    p.copy_(p.to(torch.float16).float())
+                    tuned[n] = p.detach().clone()
+        tuned = {"weights": tuned}
     return {"finetune_prompts_seen": seen, "finetune_steps": steps, "finetune_minutes": minutes, "tuned": tuned}

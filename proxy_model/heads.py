@@ -53,9 +53,7 @@ class Head(nn.Module):
             in_dim + self.model_dim, out_dim)
 
     def model_index(self, names: list[str | None] | None, n: int) -> torch.Tensor:
-        lookup = {m: i + 1 for i, m in enumerate(self.model_names)}
-        names = names if names is not None else [None] * n
-        return torch.tensor([lookup.get(m, 0) if m is not None else 0 for m in names], dtype=torch.long)
+        return model_index(self.model_names, names, n)
 
     def forward(self, x: torch.Tensor, model_idx: torch.Tensor | None = None) -> torch.Tensor:
         x = (x - self.feature_mean) / self.feature_std
@@ -83,6 +81,13 @@ class Head(nn.Module):
             return np.exp(s)
         return np.exp(interp_extrapolate(s, self.calib_scores.double().numpy(),
                                          self.calib_log_tokens.double().numpy()))
+
+
+def model_index(known: list[str], names: list[str | None] | None, n: int) -> torch.Tensor:
+    """Embedding index per row: 1 + position in `known`, or 0 for None/unknown names."""
+    lookup = {m: i + 1 for i, m in enumerate(known)}
+    names = names if names is not None else [None] * n
+    return torch.tensor([lookup.get(m, 0) if m is not None else 0 for m in names], dtype=torch.long)
 
 
 def log_tokens(tokens: torch.Tensor) -> torch.Tensor:

