@@ -39,12 +39,14 @@ def log(msg: str) -> None:
 
 
 def predictor_split_seed(config) -> int:
-    from proxy_model import load_predictor
+    """The split seed stored in the predictor checkpoint the app will load (its config.json)."""
+    from proxy_model import DEFAULT_CHECKPOINT
 
+    path = Path(config.predictor.checkpoint or DEFAULT_CHECKPOINT) / "config.json"
     try:
-        return int(load_predictor(config.predictor.checkpoint).info()["split"]["seed"])
-    except Exception as exc:  # no checkpoint: refuse rather than risk replaying training prompts
-        raise SystemExit(f"cannot read the predictor's split seed ({exc!r}); pass --split-seed") from None
+        return int(json.loads(path.read_text())["split"]["seed"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # refuse rather than risk training prompts
+        raise SystemExit(f"cannot read the predictor's split seed from {path} ({exc!r}); pass --split-seed") from None
 
 
 def workload_options(args, tokenizer) -> dict:
@@ -81,7 +83,7 @@ def warm_up(base_url: str, pool, slots: int, seed: int) -> None:
     items = build_workload(np.zeros(2 * slots), pool, seed + 1, output_scale=1.0, max_output_tokens=WARMUP_TOKENS)
     items = [replace(it, prompt=it.prompt[:200]) for it in items]
     results = asyncio.run(client.closed_loop(base_url, items, slots, duration_s=120.0))
-    bad = [r.error for r in results if not r.ok]
+    bad = [(r.error, r.detail) for r in results if not r.ok]
     if bad:
         raise RuntimeError(f"warm-up requests failed: {bad}")
 

@@ -23,8 +23,8 @@ PRESETS = {
     "full": {"num_requests": 400, "load": 1.1, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
              "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 600.0, "drain_timeout_s": 300.0,
              "calibration_s": 30.0},
-    "quick": {"num_requests": 200, "load": 1.1, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
-              "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 80.0, "drain_timeout_s": 45.0,
+    "quick": {"num_requests": 200, "load": 1.2, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
+              "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 75.0, "drain_timeout_s": 40.0,
               "calibration_s": 15.0},
 }
 
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/replay", help="output directory (summary.json, PNG plots)")
     p.add_argument("--quick", action="store_true", help="preset that finishes in < 10 min on 2 CPU cores")
     p.add_argument("--config", help="app config YAML (default: configs/default.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra dotted config override, e.g. predictor.checkpoint=PATH (repeatable)")
     p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, run in this order")
     p.add_argument("--batching", choices=("none", "dynamic", "continuous"), default="continuous")
     p.add_argument("--num-replicas", type=int)
@@ -81,5 +83,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
-    return {"engine.batching": args.batching, "engine_replicas.num_replicas": args.num_replicas,
+    import yaml
+
+    out = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return {**out, "engine.batching": args.batching, "engine_replicas.num_replicas": args.num_replicas,
             "engine.max_batch_size": args.max_batch_size}

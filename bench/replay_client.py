@@ -39,7 +39,7 @@ async def send_one(session: aiohttp.ClientSession, url: str, item: WorkItem, clo
     async with session.post(url, json=payload(item)) as resp:
         result.status = resp.status
         if resp.status != 200:
-            await resp.read()
+            result.detail = (await resp.text())[:300]
             result.error = f"http_{resp.status}"
             return result
         async for raw in resp.content:
@@ -53,6 +53,7 @@ async def send_one(session: aiohttp.ClientSession, url: str, item: WorkItem, clo
             chunk = json.loads(data)
             if "error" in chunk:
                 result.error = "stream_error"
+                result.detail = str(chunk["error"].get("message"))[:300]
             elif chunk.get("usage"):
                 ssjf = chunk.get("ssjf") or {}
                 result.output_tokens = int(chunk["usage"]["completion_tokens"])

@@ -39,6 +39,7 @@ class RequestResult:
     replica: Optional[str] = None
     status: int = 0  # HTTP status; 200 when the stream finished cleanly
     error: Optional[str] = None  # "http_429", "timeout", "stream_error", ...
+    detail: Optional[str] = None  # the server's error message, truncated
 
     @property
     def ok(self) -> bool:

@@ -74,7 +74,10 @@ def deployed_app(config, timeout_s: float = 180.0) -> Iterator[dict]:
 
     from deployments.app import app_from_config
 
-    handle = serve.run(app_from_config(config), name=APP_NAME, route_prefix="/")
+    try:
+        handle = serve.run(app_from_config(config), name=APP_NAME, route_prefix="/")
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc} (replica logs: {RAY_TEMP_DIR}/session_latest/logs/serve/)") from None
     try:
         yield wait_for_replicas(handle, config.engine_replicas.num_replicas, timeout_s)
     finally:

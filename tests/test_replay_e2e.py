@@ -1,0 +1,37 @@
+"""End to end: the live replay against a real Serve app (tiny workload; one policy, ssjf, so that one
+deployment keeps the test under 90 s on a busy 2-core box; the others share every code path)."""
+import json
+
+import pytest
+
+from bench.replay import run_policies, write_outputs
+from bench.replay_cli import FIXTURE_PROMPTS, FIXTURE_TRACE, parse_args
+from bench.replay_trace import read_trace, window
+from bench.replay_workload import demo_tokenizer, load_prompt_rows
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(90, func_only=True)  # the shared Ray session start is not counted
+def test_tiny_replay_ssjf(serve_instance, tmp_path):
+    args = parse_args(["--trace", str(FIXTURE_TRACE), "--prompts", str(FIXTURE_PROMPTS), "--out", str(tmp_path),
+                       "--num-requests", "12", "--policies", "ssjf", "--num-replicas", "1", "--max-batch-size", "2",
+                       "--output-scale", "0.02", "--max-output-tokens", "6", "--max-prompt-tokens", "32",
+                       "--service-rate-rps", "4", "--load", "1.0", "--drain-timeout-s", "30"])
+    tokenizer = demo_tokenizer()
+    pool = load_prompt_rows(args.prompts, tokenizer, split_seed=0, split="test")
+    offsets = window(read_trace(args.trace), args.num_requests)
+    report = write_outputs(tmp_path, args, run_policies(serve_instance, args, pool, offsets, tokenizer))
+
+    assert set(report["policies"]) == {"ssjf"}
+    for policy, s in report["policies"].items():
+        assert s["num_requests"] == 12 and s["num_errors"] == 0, (policy, s["errors"])
+        assert s["num_length_mismatches"] == 0  # ignore_eos: exactly max_tokens generated
+        assert s["mean_jct_s"] > 0 and s["throughput_rps"] > 0 and s["mean_ttft_s"] <= s["mean_jct_s"]
+    rows = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert {r["policy"] for r in rows} == {"ssjf"} and len(rows) == 12
+    assert all(r["predicted_output_tokens"] is not None and r["queue_wait_s"] is not None for r in rows)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["workload"]["num_requests"] == 12
+    for name in ("jct_cdf.png", "jct_bars.png", "queue_length.png"):
+        assert (tmp_path / name).stat().st_size > 1000
