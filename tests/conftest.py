@@ -26,7 +26,7 @@ def serve_instance():
 
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=RAY_TEMP_DIR,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
-             logging_level="WARNING")
+             logging_level="WARNING", _metrics_export_port=free_port())
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
@@ -34,6 +34,15 @@ def serve_instance():
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture
+def metrics_url(serve_instance):
+    """Ray's Prometheus endpoint of the local node."""
+    import ray
+
+    node = next(n for n in ray.nodes() if n["Alive"])
+    return f"http://127.0.0.1:{node['MetricsExportPort']}/metrics"
 
 
 @pytest.fixture

@@ -159,3 +159,37 @@ def test_handle_api_from_another_app(app_url):
         assert sum(len(c["token_ids"]) for c in chunks if c["type"] == "token") == 3
     finally:
         serve.delete("other")
+
+
+def test_prometheus_metrics_agree_with_status(app_url, metrics_url):
+    """The router's metrics reach Ray's Prometheus endpoint and match the status endpoint's totals."""
+    post(app_url, "/v1/completions", {"prompt": "count me", "max_tokens": 2})
+    post(app_url, "/v1/completions", {"prompt": "x", "max_tokens": 0})
+    deadline = time.monotonic() + 60
+    while True:
+        status = requests.get(app_url + "/v1/scheduler", timeout=10).json()["metrics"]
+        text = requests.get(metrics_url, timeout=10).text
+        samples = _prometheus_samples(text)
+        completed = sum(v for (name, labels), v in samples.items()
+                        if name == "ray_ssjf_requests_completed_total" and 'finish_reason="length"' in labels)
+        if completed == status["completions"].get("length"):
+            break
+        assert time.monotonic() < deadline, (status, [k for k in samples if "ssjf" in k[0]])
+        time.sleep(2)
+    rejected = sum(v for (name, labels), v in samples.items()
+                   if name == "ray_ssjf_rejections_total" and 'reason="http_400"' in labels)
+    assert rejected >= 1
+    for name in ("ray_ssjf_queue_length", "ray_ssjf_jct_seconds_bucket", "ray_ssjf_queue_wait_seconds_bucket",
+                 "ray_ssjf_ttft_seconds_bucket", "ray_ssjf_prediction_abs_error_tokens_bucket"):
+        assert any(n == name for n, _ in samples), name
+
+
+def _prometheus_samples(text):
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        samples[(name, labels)] = samples.get((name, labels), 0.0) + float(value)
+    return samples
