@@ -1,7 +1,8 @@
 """Runs the model over the running batch: batched prefill of newcomers, one batched decode step for all.
 
-Invariant: `rows[i]` is the sequence whose KV lives in row i of `kv`; every row's pending input is exactly
+Invariant: `rows[i]` is the sequence whose KV lives in row i of `kv`; every live row's pending input is exactly
 its last sampled token (fed at position `num_tokens - 1`), so batched greedy decoding matches running alone.
+Finished rows kept by a static batch ("dynamic" mode) are still computed, and their logits ignored.
 """
 from __future__ import annotations
 

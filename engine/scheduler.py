@@ -21,6 +21,7 @@ class Scheduler:
         self.capacity = capacity
         self.max_running = 1 if batching == "none" else max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
+        self.keeps_finished_rows = batching == "dynamic"
         self._lock = threading.Lock()
         self._slot_holders: dict[str, Sequence] = {}
         self._waiting: deque[Sequence] = deque()
@@ -94,7 +95,7 @@ class Scheduler:
 
     def release_finished(self, num_running: int) -> None:
         """Give back the slots of finished sequences; a static batch holds them until it is empty."""
-        if self.batching == "dynamic" and num_running > 0:
+        if self.keeps_finished_rows and num_running > 0:
             return
         with self._lock:
             for seq in self._batch_members:

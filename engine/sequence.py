@@ -54,7 +54,8 @@ class Sequence:
 
     @property
     def last_token_id(self) -> int:
-        return self.completion_token_ids[-1]
+        """The token the next decode step feeds (a finished row in a static batch may have none: feed 0)."""
+        return self.completion_token_ids[-1] if self.completion_token_ids else 0
 
     def append_token(self, token_id: int, eos_token_ids: set[int]) -> None:
         """Record one sampled token, emit its text delta and finish on eos, stop string or length."""

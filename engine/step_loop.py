@@ -1,5 +1,5 @@
 """The engine's background thread: `step()` = plan (cancellations, admissions) -> run (prefill, decode) ->
-post-process (sample, emit, drop finished, release slots).
+post-process (sample, drop finished rows, release slots, emit "done").
 
 Invariant: only this thread touches the model, the KV batch and sequence token state; an exception in a model
 step ends the sequences it touched with finish_reason "error" and the loop keeps serving.
@@ -50,28 +50,30 @@ class StepLoop:
         cancelled = self.scheduler.take_cancelled()
         for seq in cancelled:
             seq.finish("cancelled")
-        self._retire(cancelled + self.runner.drop_finished())
+        self._retire(cancelled)
         newcomers = self.scheduler.admit(len(self.runner.rows), time.monotonic())
         if not newcomers and not self.runner.rows:
             return False
         try:
             if newcomers:
                 self._sample_into(newcomers, self.runner.prefill(newcomers))
-                self._retire(self.runner.drop_finished())
+                self._retire(newcomers)
             if self.runner.rows:
-                self._sample_into(self.runner.rows, self.runner.decode())
+                rows = self.runner.rows
+                self._sample_into(rows, self.runner.decode())
+                self._retire(rows)
         except Exception as exc:
             logger.exception("engine step failed")
             self._fail(newcomers + self.runner.reset(), f"{type(exc).__name__}: {exc}")
-        self._retire(self.runner.drop_finished())
         self.num_steps += 1
         return True
 
     def _sample_into(self, seqs: list[Sequence], logits: Any) -> None:
-        requests = [seq.request for seq in seqs]
-        token_ids = sample_next_tokens(logits, [r.temperature for r in requests], [r.top_p for r in requests],
-                                       [seq.generator for seq in seqs])
-        for seq, token_id in zip(seqs, token_ids, strict=True):
+        live_rows = [row for row, seq in enumerate(seqs) if not seq.is_finished]
+        live = [seqs[row] for row in live_rows]
+        token_ids = sample_next_tokens(logits[live_rows], [seq.request.temperature for seq in live],
+                                       [seq.request.top_p for seq in live], [seq.generator for seq in live])
+        for seq, token_id in zip(live, token_ids, strict=True):
             seq.append_token(token_id, self.eos_token_ids)
 
     def _fail(self, seqs: list[Sequence], error: str) -> None:
@@ -79,12 +81,17 @@ class StepLoop:
             seq.finish("error", error)
         self._retire(seqs)
 
-    def _retire(self, finished: list[Sequence]) -> None:
-        """Release slots first, then emit "done", so a consumer that sees "done" sees the freed slot."""
-        if finished:
-            self.scheduler.release_finished(len(self.runner.rows))
-            for seq in finished:
-                seq.emit_done()
+    def _retire(self, seqs: list[Sequence]) -> None:
+        """Drop finished rows (a static batch keeps them until all are done), release slots, then emit "done",
+        so a consumer that sees "done" also sees the freed slot."""
+        finished = [seq for seq in seqs if seq.is_finished]
+        if not finished:
+            return
+        if not self.scheduler.keeps_finished_rows or all(seq.is_finished for seq in self.runner.rows):
+            self.runner.drop_finished()
+        self.scheduler.release_finished(len(self.runner.rows))
+        for seq in finished:
+            seq.emit_done()
 
     def _run(self) -> None:
         while not self._stopping:

@@ -157,6 +157,7 @@ def test_dynamic_batch_holds_slots_until_the_batch_ends():
         short_events = await short_task
         assert short_events[-1]["finish_reason"] == "length"
         assert engine.num_free_slots == 0, "a static batch keeps finished members' slots"
+        assert len(engine._loop.runner.rows) == 2, "and computes their rows until the batch ends"
         assert engine.cancel("short") is False
         await drain(long)
         assert engine.num_free_slots == 2
