@@ -45,10 +45,13 @@ async def get_status(session: aiohttp.ClientSession, url: str) -> dict:
         return await resp.json()
 
 
-async def _poll_rss(session: aiohttp.ClientSession, url: str, samples: list[float], stop: asyncio.Event) -> None:
+async def _poll_status(session: aiohttp.ClientSession, url: str, samples: list[tuple[float, int]],
+                       stop: asyncio.Event) -> None:
+    """Append (router_rss_mb, num_waiting) every STATUS_POLL_S until `stop` is set."""
     while not stop.is_set():
         try:
-            samples.append((await get_status(session, url))["router_rss_mb"])
+            status = await get_status(session, url)
+            samples.append((status["router_rss_mb"], status["scheduler"]["num_waiting"]))
         except (aiohttp.ClientError, asyncio.TimeoutError, KeyError):
             pass  # a slow status answer under overload is not a failure of the load itself
         try:
@@ -89,13 +92,13 @@ async def run_load(url: str, num_requests: int, concurrency: int, seed: int = 0,
     started_s = time.monotonic()
     queue = list(reversed(plan(num_requests, seed, max_request_bytes)))
     outcomes: list[Outcome] = []
-    rss_samples: list[float] = []
+    samples: list[tuple[float, int]] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session, \
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2)) as control:
         start_rss = (await get_status(control, url))["router_rss_mb"]
         stop = asyncio.Event()
-        poller = asyncio.create_task(_poll_rss(control, url, rss_samples, stop))
+        poller = asyncio.create_task(_poll_status(control, url, samples, stop))
 
         async def worker() -> None:
             while queue:
@@ -112,13 +115,14 @@ async def run_load(url: str, num_requests: int, concurrency: int, seed: int = 0,
         load_s = time.monotonic() - started_s
         idle, last_status = await check_idle(control, url)
         end_status = last_status or await get_status(control, url)
-    return summarize(outcomes, num_requests, aborted, len(queue), start_rss, rss_samples, end_status,
+    return summarize(outcomes, num_requests, aborted, len(queue), start_rss, samples, end_status,
                      idle, load_s, time.monotonic() - started_s)
 
 
 def summarize(outcomes: list[Outcome], num_requests: int, aborted: int, not_sent: int, start_rss: float,
-              rss_samples: list[float], end_status: dict, idle: bool, load_s: float,
+              samples: list[tuple[float, int]], end_status: dict, idle: bool, load_s: float,
               seconds: float) -> dict[str, Any]:
+    rss_samples = [rss for rss, _ in samples]
     by_category = Counter(o.category for o in outcomes)
     latencies = sorted(o.latency_s for o in outcomes if o.category == "completed")
     rejected_by_status = Counter(str(o.status) for o in outcomes if o.category == "rejected")
@@ -145,7 +149,10 @@ def summarize(outcomes: list[Outcome], num_requests: int, aborted: int, not_sent
         "start_router_rss_mb": start_rss,
         "peak_router_rss_mb": max(rss_samples + [start_rss, end_rss]),
         "end_router_rss_mb": end_rss,
+        # after the first quarter of the run (allocator and predictor warm): growth beyond it would be a leak
+        "warm_router_rss_mb": rss_samples[len(rss_samples) // 4] if rss_samples else None,
         "rss_samples": len(rss_samples),
+        "peak_num_waiting": max((waiting for _, waiting in samples), default=None),
         "end_scheduler": {k: end_status.get("scheduler", {}).get(k) for k in ("num_waiting", "num_running")},
         "router_metrics": {k: end_status.get("metrics", {}).get(k) for k in ("completions", "rejections")},
         "idle_after_load": idle,
