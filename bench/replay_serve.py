@@ -42,8 +42,15 @@ def serve_session(num_cpus: int = 2, temp_dir: str = RAY_TEMP_DIR) -> Iterator[s
     import ray
     from ray import serve
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir, runtime_env=RUNTIME_ENV,
-             logging_level="WARNING", log_to_driver=False)
+    for attempt in range(2):  # a busy box can time Ray's node startup out once
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir, runtime_env=RUNTIME_ENV,
+                     logging_level="WARNING", log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
