@@ -18,6 +18,7 @@ from tqdm import tqdm
 from .cli import run_cli
 from .data import demo_tokenizer, load_labelled, split_of
 from .evaluate import evaluate
+from .metrics import latency
 from .predictor import load_predictor
 
 
@@ -43,6 +44,41 @@ class PromptLengthBaseline:
         return [math.exp(self.intercept + self.slope * math.log1p(len(p))) for p in prompts]
 
 
+class CachedFeatures:
+    """A frozen-backbone predictor whose features come from the training feature cache.
+
+    Same numbers as `Predictor.predict` (the cache stores exactly `Encoder.encode` output) without
+    re-encoding the test split for every checkpoint; latency is still timed on the live predictor.
+    """
+
+    def __init__(self, predictor, cache_dir: str):
+        from .encoder import Encoder
+
+        self.live = predictor
+        self.name = predictor.name
+        enc = predictor.encoder
+        self.full = Encoder(enc.backbone, enc.max_prompt_tokens)
+        self.cache_dir = cache_dir
+
+    def predict(self, prompts, model_names=None):
+        import torch
+
+        from .cache import encode_cached
+        from .heads import assemble
+
+        feat, head = self.live.config["features"], self.live.head
+        pooled, log_len = encode_cached(self.full, prompts, self.cache_dir)
+        pooled = pooled[:, : self.live.encoder.num_hidden_states]
+        with torch.inference_mode():
+            x = assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
+            return [float(t) for t in head.tokens(head(x, head.model_index(model_names, len(prompts))))]
+
+
+def is_frozen(predictor) -> bool:
+    enc = predictor.config["encoder"]
+    return not enc.get("finetuned_layers") and not enc.get("lora")
+
+
 def fmt(x, digits=3):
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -55,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--latency-prompts", type=int, default=128)
     ap.add_argument("--out", default=None, help="write the markdown here too")
+    ap.add_argument("--cache-dir", default="runs/proxy_cache", help="feature cache for frozen checkpoints "
+                    "('' = always encode live)")
     args = ap.parse_args(argv)
     datasets = {Path(p).name: load_labelled([p], demo_tokenizer()) for p in args.data}
     predictors = [load_predictor(None if c == "default" else c) for c in (args.checkpoint or ["default"])]
@@ -70,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             per_model_lines = ["| predictor | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
         for cand in tqdm(candidates, desc=f"compare on {data_name}", unit="predictor"):
             is_model = hasattr(cand, "encoder")
-            res = evaluate(cand, test, args.latency_prompts if is_model else 0)
+            if is_model and args.cache_dir and is_frozen(cand):
+                res = evaluate(CachedFeatures(cand, args.cache_dir), test, 0)
+                unique = list(dict.fromkeys(r.prompt for r in test))[: args.latency_prompts]
+                res.update(latency(cand.predict, unique) if args.latency_prompts else {})
+            else:
+                res = evaluate(cand, test, args.latency_prompts if is_model else 0)
             lines.append(f"| {cand.name} | {data_name} | {res['n']} | {fmt(res['kendall_tau'])} | "
                          f"{fmt(res['spearman'])} | {fmt(res['mae_tokens'], 1)} | {fmt(res['bucket_accuracy'])} | "
                          f"{fmt(res.get('latency_ms_per_prompt_batch1'), 1)} | "

@@ -121,7 +121,8 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
         buckets = torch.tensor(np.searchsorted(np.unique(edges), y, side="right"), dtype=torch.long)
     deadline = time.monotonic() + minutes * 60.0
     seen, steps = 0, 0
-    bar = tqdm(desc=f"fine-tune last {num_layers} layer(s)", unit="prompt", total=len(ids))
+    what = f"LoRA r={lora_rank} on all layers" if lora_rank > 0 else f"last {num_layers} layer(s)"
+    bar = tqdm(desc=f"fine-tune {what}", unit="prompt", total=len(ids))
     encoder.model.train()
     head.train()
     while time.monotonic() < deadline:

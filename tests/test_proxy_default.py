@@ -7,7 +7,7 @@ import pytest
 from proxy_model import load_predictor
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_default_predictor_predicts_positive_tokens():
     p = load_predictor()
     prompts = ["Hi", "Write a 2000-word essay on the history of Rome, with sections and references.",
@@ -21,7 +21,7 @@ def test_default_predictor_predicts_positive_tokens():
     assert info["split"]["seed"] == 0 and "metrics" in info
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_default_predictor_from_worker_thread():
     p = load_predictor()
     result = []
