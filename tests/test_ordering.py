@@ -71,31 +71,30 @@ def assert_queued_behind_blockers(handle, count):
     assert status["num_waiting"] == count, status
 
 
-def test_ssjf_starts_shortest_predicted_first(deploy_app):
-    handle = deploy_app({**BASE, "scheduler.policy": "ssjf"})
+def run_queued_behind_blockers(deploy_app, policy):
+    """Fill both slots, queue 4 prompts longest-predicted first; return their results in arrival order."""
+    handle = deploy_app({**BASE, "scheduler.policy": policy})
     picked = distinct_by_prediction(4)
     blockers = occupy_all_slots(handle, 2)
-    # Arrive longest-predicted first, so arrival order is the reverse of the SSJF order.
     futures = submit_in_order(handle, [p for p, _ in reversed(picked)], gap_s=0.05)
     time.sleep(0.3)
     assert_queued_behind_blockers(handle, len(picked))
     results = [f.result(timeout_s=120) for f in futures]
     [b.result(timeout_s=120) for b in blockers]
+    return results
+
+
+def test_ssjf_starts_shortest_predicted_first(deploy_app):
+    results = run_queued_behind_blockers(deploy_app, "ssjf")
     by_start = sorted(results, key=lambda r: r["ssjf"]["dispatch_seq"])
     predicted = [r["ssjf"]["predicted_output_tokens"] for r in by_start]
     assert predicted == sorted(predicted), by_start
     assert len(set(predicted)) == len(predicted)
+    assert start_order(results) != [r["id"] for r in results]  # not merely arrival order
 
 
 def test_fcfs_starts_in_arrival_order(deploy_app):
-    handle = deploy_app({**BASE, "scheduler.policy": "fcfs"})
-    picked = distinct_by_prediction(4)
-    blockers = occupy_all_slots(handle, 2)
-    futures = submit_in_order(handle, [p for p, _ in reversed(picked)], gap_s=0.05)
-    time.sleep(0.3)
-    assert_queued_behind_blockers(handle, len(picked))
-    results = [f.result(timeout_s=120) for f in futures]
-    [b.result(timeout_s=120) for b in blockers]
+    results = run_queued_behind_blockers(deploy_app, "fcfs")
     assert start_order(results) == [r["id"] for r in results]
 
 
