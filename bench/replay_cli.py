@@ -23,7 +23,7 @@ PRESETS = {
     "full": {"num_requests": 400, "load": 1.1, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
              "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 600.0, "drain_timeout_s": 300.0,
              "calibration_s": 30.0},
-    "quick": {"num_requests": 200, "load": 1.0, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
+    "quick": {"num_requests": 200, "load": 1.2, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
               "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 60.0, "drain_timeout_s": 30.0,
               "calibration_s": 12.0},
 }

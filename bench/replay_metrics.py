@@ -25,6 +25,9 @@ import numpy as np
 from scipy.stats import kendalltau
 
 
+QUEUED_S = 0.05  # a request "queued" when it waited longer than this for a slot (frac_queued)
+
+
 @dataclass
 class RequestResult:
     index: int
@@ -116,6 +119,7 @@ def summarize(results: Sequence[RequestResult], slo: Slo = Slo(), max_wait_s: fl
         "goodput_rps": per_s(num_met), "slo_attainment": num_met / len(results) if results else math.nan,
         "mean_queue_wait_s": mean(waits), "max_queue_wait_s": max(waits) if waits else math.nan,
         "num_waits_over_bound": sum(w > max_wait_s for w in waits),
+        "frac_queued": sum(w > QUEUED_S for w in waits) / len(waits) if waits else math.nan,
         "paper_first25pct_rps": first25pct_rps(sent, done, len(results)),
         "kendall_tau_b": kendall_tau_b([p for p, _ in pairs], [a for _, a in pairs]),
         "num_length_mismatches": sum(r.output_tokens != r.expected_output_tokens for r in ok),

@@ -13,7 +13,7 @@ COLUMNS = (  # (summary key, header, format)
     ("p99_jct_s", "p99", "{:.2f}"), ("mean_ttft_s", "TTFT", "{:.2f}"), ("p99_ttft_s", "p99 TTFT", "{:.2f}"),
     ("mean_tpot_s", "TPOT", "{:.3f}"), ("throughput_rps", "req/s", "{:.2f}"),
     ("output_tokens_per_s", "tok/s", "{:.0f}"), ("goodput_rps", "goodput", "{:.2f}"),
-    ("max_queue_wait_s", "max wait", "{:.1f}"), ("paper_first25pct_rps", "25%-rate*", "{:.2f}"),
+    ("max_queue_wait_s", "max wait", "{:.1f}"), ("frac_queued", "queued", "{:.0%}"), ("paper_first25pct_rps", "25%-rate*", "{:.2f}"),
     ("kendall_tau_b", "tau-b", "{:.2f}"), ("num_errors", "errors", "{:d}"),
 )
 

@@ -103,7 +103,7 @@ def test_replayed_length_scale_cap_and_oracle_units():
         assert it.oracle_output_tokens == round(it.output_tokens / 0.125)
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(60)
 def test_truncate_prompt_to_token_budget():
     from bench.replay_workload import demo_tokenizer
 
@@ -146,7 +146,7 @@ def test_split_seed_changes_the_split(tmp_path):
     assert a != b
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(60)
 def test_fixture_prompts_are_held_out_and_small():
     pool = load_prompt_rows(FIXTURE_PROMPTS, tokenizer=object(), split_seed=0, split="test")
     assert len(pool) == 200  # every fixture row passes the filter

@@ -50,6 +50,7 @@ def test_queue_wait_and_starvation_count():
     results = [_result(i, float(i), 0.1, 1.0, 5, wait=w) for i, w in enumerate([0.0, 12.0, 31.5, 29.9])]
     s = summarize(results, max_wait_s=30.0)
     assert s["max_queue_wait_s"] == 31.5 and s["num_waits_over_bound"] == 1
+    assert s["frac_queued"] == pytest.approx(3 / 4)
     assert s["mean_queue_wait_s"] == pytest.approx(73.4 / 4)
 
 
