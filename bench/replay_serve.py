@@ -52,14 +52,26 @@ def serve_session(num_cpus: int = 2, temp_dir: str = RAY_TEMP_DIR) -> Iterator[s
             if attempt:
                 raise
     try:
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield f"http://127.0.0.1:{port}"
+        yield start_http(serve)
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+
+
+def start_http(serve, attempts: int = 3) -> str:
+    """serve.start on a free loopback port; another process may grab the port first, so retry."""
+    for attempt in range(attempts):
+        port = free_port()
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            return f"http://127.0.0.1:{port}"
+        except RuntimeError:
+            serve.shutdown()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def wait_for_replicas(handle, num_replicas: int, timeout_s: float) -> dict:
