@@ -13,6 +13,8 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.exceptions import TaskCancelledError
+from ray.serve.exceptions import RequestCancelledError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.protocol import RequestError
@@ -69,7 +71,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 @api.exception_handler(Exception)
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s", request.url.path)
+    if isinstance(exc, (TaskCancelledError, RequestCancelledError)):  # the client went away
+        logger.info("client disconnected from %s", request.url.path)
+    else:
+        logger.exception("unhandled error on %s", request.url.path)
     return _error_response(RequestError(500, f"internal error: {type(exc).__name__}", type_="server_error"))
 
 
@@ -108,10 +113,16 @@ class HTTPRouter(SSJFRouter):
             parsed = await self._parse(body, kind)
         except RequestError as exc:
             return _error_response(exc)
+        events = self._run(parsed)
+        try:  # admission errors (429, 503, 4xx) must be statuses, so wait for the first event
+            first = await events.__anext__()
+        except RequestError as exc:
+            return _error_response(exc)
         if parsed.stream:
-            return StreamingResponse(self._sse(parsed, kind), media_type="text/event-stream")
+            return StreamingResponse(self._sse(parsed, kind, first, events), media_type="text/event-stream")
+        event = first
         try:
-            async for event in self._run(parsed):
+            async for event in events:
                 pass
         except RequestError as exc:
             return _error_response(exc)
@@ -136,13 +147,16 @@ class HTTPRouter(SSJFRouter):
         except json.JSONDecodeError as exc:
             raise RequestError(400, f"request body is not valid JSON: {exc}") from None
 
-    async def _sse(self, parsed, kind: str) -> AsyncIterator[str]:
+    async def _sse(self, parsed, kind: str, first: dict, events: AsyncIterator[dict]) -> AsyncIterator[str]:
         try:
-            async for event in self._run(parsed):
+            yield _sse_data(_chunk(parsed, kind, first))
+            async for event in events:
                 yield _sse_data(_chunk(parsed, kind, event))
         except RequestError as exc:
             yield _sse_data(exc.body())
         except Exception as exc:
             logger.exception("stream failed for request %s", parsed.request_id)
             yield _sse_data(RequestError(500, f"internal error: {type(exc).__name__}", type_="server_error").body())
+        finally:
+            await events.aclose()
         yield "data: [DONE]\n\n"

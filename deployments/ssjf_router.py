@@ -111,7 +111,7 @@ class SSJFRouter:
         return parsed
 
     def observe_rejection(self, exc: RequestError) -> None:
-        self._metrics.observe_rejection(exc.code or f"http_{exc.status}")
+        self._metrics.observe_rejection(exc.code or ("invalid_request" if exc.status == 400 else f"http_{exc.status}"))
 
     async def _run(self, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
         """Predict, queue, stream; every ending is counted in the metrics."""

@@ -64,11 +64,13 @@ def test_overload_sheds_with_429_and_admitted_requests_complete(serve_instance, 
     assert shed.status_code == 429
     assert shed.headers["Retry-After"] == "1"
     assert shed.json()["error"]["code"] == "queue_full"
+    shed_stream = completion(serve_instance, prompt="streamed, one too many", max_tokens=2, stream=True)
+    assert shed_stream.status_code == 429 and shed_stream.json()["error"]["code"] == "queue_full"
     for thread, box in [(blocker, blocker_box)] + admitted:
         thread.join(120)
         assert box["result"].status_code == 200, box["result"].text
     status = handle.status.remote().result(timeout_s=30)
-    assert status["metrics"]["rejections"].get("queue_full") == 1
+    assert status["metrics"]["rejections"].get("queue_full") == 2
     assert status["scheduler"]["num_waiting"] == 0
 
 

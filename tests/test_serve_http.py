@@ -177,7 +177,7 @@ def test_prometheus_metrics_agree_with_status(app_url, metrics_url):
         assert time.monotonic() < deadline, (status, [k for k in samples if "ssjf" in k[0]])
         time.sleep(2)
     rejected = sum(v for (name, labels), v in samples.items()
-                   if name == "ray_ssjf_rejections_total" and 'reason="http_400"' in labels)
+                   if name == "ray_ssjf_rejections_total" and 'reason="invalid_request"' in labels)
     assert rejected >= 1
     for name in ("ray_ssjf_queue_length", "ray_ssjf_jct_seconds_bucket", "ray_ssjf_queue_wait_seconds_bucket",
                  "ray_ssjf_ttft_seconds_bucket", "ray_ssjf_prediction_abs_error_tokens_bucket"):
