@@ -16,6 +16,15 @@ import numpy as np  # noqa: E402
 COLORS = {"fcfs": "tab:gray", "ssjf": "tab:blue", "sjf-oracle": "tab:green"}
 
 
+def _finish(fig, ax, title: str, path: Path) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_jct_cdf(jcts_by_policy: dict[str, list[float]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for policy, jcts in jcts_by_policy.items():
@@ -24,12 +33,7 @@ def plot_jct_cdf(jcts_by_policy: dict[str, list[float]], path: Path, title: str)
             ax.step(xs, np.arange(1, xs.size + 1) / xs.size, where="post", label=policy, color=COLORS.get(policy))
     ax.set_xlabel("JCT, client-observed (s)")
     ax.set_ylabel("fraction of requests")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _finish(fig, ax, title, path)
 
 
 def plot_jct_bars(summaries: dict[str, dict], path: Path, title: str) -> None:
@@ -58,12 +62,7 @@ def plot_queue(samples_by_policy: dict[str, list], path: Path, title: str) -> No
             ax.plot(t, waiting, label=policy, color=COLORS.get(policy), lw=1.2)
     ax.set_xlabel("time since replay start (s)")
     ax.set_ylabel("requests waiting in the router queue")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _finish(fig, ax, title, path)
 
 
 def write_plots(out_dir: Path, jcts_by_policy: dict, summaries: dict, samples_by_policy: dict,
