@@ -33,6 +33,8 @@ class Dispatcher:
         self._running: dict[str, str] = {}  # request id -> replica id
         self._on_lost: dict[str, Callable[[], None]] = {}
         self._dead_replicas: set[str] = set()
+        self._draining: set[str] = set()  # replicas Serve stopped routing to; removed once empty
+        self._started: set[str] = set()  # running requests whose replica has produced an event
         self._dispatch_counter = itertools.count()
         self._dispatch_seq: dict[str, int] = {}  # running request id -> its dispatch order
 
@@ -71,6 +73,10 @@ class Dispatcher:
         """Call `on_lost` if the replica running `request_id` is removed before it is released."""
         self._on_lost[request_id] = on_lost
 
+    def mark_started(self, request_id: str) -> None:
+        """The replica has begun the request: a drain lets it finish there instead of re-queueing it."""
+        self._started.add(request_id)
+
     def release(self, request_id: str, replica_id: str) -> None:
         """The request finished on `replica_id`: free its slot (no-op if already freed)."""
         self._on_lost.pop(request_id, None)
@@ -78,38 +84,66 @@ class Dispatcher:
             return
         del self._running[request_id]
         self._dispatch_seq.pop(request_id, None)
+        self._started.discard(request_id)
         self._apply(self._scheduler.on_finish(request_id, self._clock()))
+        self._remove_if_drained(replica_id)
 
     def cancel(self, request_id: str) -> None:
         """Drop a waiting request or free a running one's slot."""
         self._waiters.pop(request_id, None)
         self._on_lost.pop(request_id, None)
-        self._running.pop(request_id, None)
+        replica_id = self._running.pop(request_id, None)
         self._dispatch_seq.pop(request_id, None)
+        self._started.discard(request_id)
         self._apply(self._scheduler.cancel(request_id, self._clock()))
+        if replica_id is not None:
+            self._remove_if_drained(replica_id)
 
     def sync_replicas(self, capacities: dict[str, int]) -> None:
         """Make the scheduler's replica set equal `capacities` (replica id -> slots)."""
         known = self._scheduler.replicas()
         for replica_id in set(known) - set(capacities):
-            self.remove_replica(replica_id)
+            self.drain_replica(replica_id)
         now_s = self._clock()
         for replica_id, num_slots in capacities.items():
             if replica_id in self._dead_replicas:
                 continue
+            self._draining.discard(replica_id)
             if replica_id not in known:
                 self._apply(self._scheduler.add_replica(replica_id, num_slots, now_s))
             elif known[replica_id]["num_slots"] != num_slots:
                 self._apply(self._scheduler.set_capacity(replica_id, num_slots, now_s))
 
+    def drain_replica(self, replica_id: str) -> None:
+        """Serve stopped routing to `replica_id` (scale-down, or a failure it noticed first): send it
+        nothing new; requests it already began finish there (or fail on their own if it died); requests
+        pinned to it that it never began are re-queued through their `watch` callbacks."""
+        if replica_id not in self._scheduler.replicas():
+            return
+        self._draining.add(replica_id)
+        self._apply(self._scheduler.set_capacity(replica_id, 0, self._clock()))
+        for request_id, running_on in list(self._running.items()):
+            if running_on == replica_id and request_id not in self._started:
+                callback = self._on_lost.pop(request_id, None)
+                if callback is not None:
+                    callback()
+        self._remove_if_drained(replica_id)
+
+    def _remove_if_drained(self, replica_id: str) -> None:
+        if replica_id in self._draining and self._scheduler.replicas().get(replica_id, {}).get("num_running") == 0:
+            self._draining.discard(replica_id)
+            self._scheduler.remove_replica(replica_id, self._clock())
+
     def remove_replica(self, replica_id: str, dead: bool = False) -> None:
         """Forget a replica; its in-flight requests are told through their `watch` callbacks."""
         if dead:
             self._dead_replicas.add(replica_id)
+        self._draining.discard(replica_id)
         if replica_id not in self._scheduler.replicas():
             return
         for request_id in self._scheduler.remove_replica(replica_id, self._clock()):
             self._running.pop(request_id, None)
+            self._started.discard(request_id)
             callback = self._on_lost.pop(request_id, None)
             if callback is not None:
                 callback()

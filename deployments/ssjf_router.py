@@ -192,6 +192,7 @@ class SSJFRouter:
         self._dispatcher.watch(parsed.request_id, lambda: (lost.set(), stream.cancel()))
         try:
             async for event in stream:
+                self._dispatcher.mark_started(parsed.request_id)
                 yield event
         except _REPLICA_GONE as exc:
             self._dispatcher.remove_replica(replica_id, dead=True)

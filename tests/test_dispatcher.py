@@ -77,3 +77,26 @@ def test_removed_replica_notifies_and_stale_release_is_ignored():
         assert d.scheduler.num_running == 0
 
     asyncio.run(scenario())
+
+
+def test_drained_replica_finishes_started_work_and_requeues_the_rest():
+    async def scenario():
+        d = Dispatcher(Scheduler(SchedulerConfig(policy="fcfs")), clock=FAKE_CLOCK)
+        d.sync_replicas({"r0": 2})
+        started = await d.acquire(record("started", 1), timeout_s=1)
+        pending = await d.acquire(record("pending", 1), timeout_s=1)
+        lost = []
+        d.watch("started", lambda: lost.append("started"))
+        d.watch("pending", lambda: lost.append("pending"))
+        d.mark_started("started")
+        d.sync_replicas({"r1": 1})  # Serve stopped routing to r0 (scale-down) and added r1
+        assert lost == ["pending"]  # never begun on r0: re-queued by its owner
+        assert d.scheduler.replicas()["r0"]["num_slots"] == 0
+        d.release("pending", pending.replica_id)
+        retried = await d.acquire(record("pending", 1), timeout_s=1, requeue=True)
+        assert retried.replica_id == "r1"
+        assert "r0" in d.scheduler.replicas()  # still finishing "started"
+        d.release("started", started.replica_id)
+        assert "r0" not in d.scheduler.replicas()
+
+    asyncio.run(scenario())
