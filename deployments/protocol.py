@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 DEFAULT_MAX_TOKENS = 16
@@ -64,7 +64,6 @@ class ParsedRequest:
     model: str
     oracle_output_tokens: Optional[int] = None  # only the sjf-oracle policy reads it
     created_at_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def engine_request(self) -> dict[str, Any]:
         """Keyword arguments of `engine.GenerationRequest` for this request."""
