@@ -70,10 +70,12 @@ class SSJFRouter:
         """Scheduler status: queue, per-replica in-flight work, predictor facts."""
         stats = self._predictor_stats
         scheduled = self._dispatcher.scheduler.replicas()
+        known = dict(self._replica_info)  # the sync task may change the registry while we await below
+        live = await asyncio.gather(*(self._live_engine_facts(rid) for rid in known))
         return {
             "scheduler": self._dispatcher.scheduler.snapshot(self._dispatcher.now_s()),
-            "replicas": {rid: {**info, **scheduled.get(rid, {}), **await self._live_engine_facts(rid)}
-                         for rid, info in self._replica_info.items()},
+            "replicas": {rid: {**info, **scheduled.get(rid, {}), **facts}
+                         for (rid, info), facts in zip(known.items(), live)},
             "predictor": {
                 "name": self._predictor.name,
                 "batches": stats["batches"],
