@@ -71,7 +71,7 @@ class SSJFRouter:
         stats = self._predictor_stats
         scheduled = self._dispatcher.scheduler.replicas()
         known = dict(self._replica_info)  # the sync task may change the registry while we await below
-        live = await asyncio.gather(*(self._live_engine_facts(rid) for rid in known))
+        live = [await self._live_engine_facts(rid) for rid in known]
         return {
             "scheduler": self._dispatcher.scheduler.snapshot(self._dispatcher.now_s()),
             "replicas": {rid: {**info, **scheduled.get(rid, {}), **facts}
