@@ -20,7 +20,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from deployments import replica_registry
 from deployments.config import AppConfig
-from deployments.dispatcher import Dispatcher, QueueFullError, QueueTimeoutError
+from deployments.dispatcher import Dispatcher, QueueFullError, QueueTimeoutError, ReplicaLostError
 from deployments.metrics import RouterMetrics
 from deployments.pinned_router import registry_key
 from deployments.protocol import ParsedRequest, RequestError, parse_request
@@ -165,7 +165,7 @@ class SSJFRouter:
                                          "policy": self._config.scheduler.policy}
                     yield event
                 return
-            except _ReplicaLost as lost:
+            except ReplicaLostError as lost:
                 if produced_token or attempt == 1:
                     raise RequestError(503, f"engine replica {dispatch.replica_id} failed while running the "
                                             f"request: {lost}", type_="server_error",
@@ -198,10 +198,10 @@ class SSJFRouter:
                 yield event
         except _REPLICA_GONE as exc:
             self._dispatcher.remove_replica(replica_id, dead=True)
-            raise _ReplicaLost(type(exc).__name__) from None
+            raise ReplicaLostError(type(exc).__name__) from None
         except (asyncio.CancelledError, Exception) as exc:
             if lost.is_set():
-                raise _ReplicaLost("replica removed") from None
+                raise ReplicaLostError("replica removed") from None
             if isinstance(exc, asyncio.CancelledError):
                 raise
             logger.exception("engine error for request %s", parsed.request_id)
@@ -266,10 +266,6 @@ class SSJFRouter:
                                         if not self._dispatcher.is_dead(rid)})
         if self._replica_info:
             self._ready.set()
-
-
-class _ReplicaLost(Exception):
-    pass
 
 
 def _strip_type(event: dict) -> dict:
