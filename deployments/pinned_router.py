@@ -3,7 +3,10 @@ scheduler chose for it.
 
 Invariant: a request carrying `replica_id=<id>` is only ever sent to that replica (it waits in
 Serve's backoff if the replica is gone, and the SSJF router then cancels and re-queues it); calls
-without it (health and info probes) go to any replica. Every replica-set update from Serve is
+without it (health and info probes) go to any replica. Every routing round ends in Serve's backoff
+sleep: Serve retries a round without sleeping unless the router asks for backoff, and a round that
+finds no replica does not await, so without it one pinned request to a vanished replica would spin
+the handle's event loop and stall every other call through that handle. Every replica-set update from Serve is
 published to `replica_registry`, which is how the SSJF router learns of added and removed replicas.
 """
 
@@ -38,7 +41,10 @@ class PinnedReplicaRouter(RequestRouter):
         candidate_replicas: List[RunningReplica],
         pending_request: Optional[PendingRequest] = None,
     ) -> List[List[RunningReplica]]:
-        target = pending_request.kwargs.get(TARGET_KWARG) if pending_request else None
+        if pending_request is None:
+            return [candidate_replicas]
+        pending_request.routing_context.should_backoff = True
+        target = pending_request.kwargs.get(TARGET_KWARG)
         if target is None:
             return [candidate_replicas]
         return [[r for r in candidate_replicas if r.replica_id.unique_id == target]]

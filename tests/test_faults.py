@@ -90,6 +90,22 @@ def test_oversized_body_is_413(serve_instance, one_slot_app):
     assert completion(serve_instance, prompt="small", max_tokens=2).status_code == 200
 
 
+def test_request_pinned_to_a_missing_replica_does_not_stall_routing(one_slot_app):
+    """A call pinned to a replica Serve no longer lists (the window between a replica's removal and
+    the router noticing) must wait in Serve's backoff, not spin its routing loop: other calls to the
+    engine deployment are still routed, and cancelling the pinned call ends it."""
+    engines = serve.get_deployment_handle("Engine", app_name="default")
+    pinned = engines.info.remote(replica_id="no-such-replica")
+    time.sleep(0.5)  # the pinned call is now in Serve's routing loop
+    for _ in range(3):
+        assert engines.info.remote().result(timeout_s=20)["capacity"] == 1
+    pinned.cancel()
+    with pytest.raises(Exception):
+        pinned.result(timeout_s=20)
+    assert one_slot_app.generate.remote(prompt="still routed", max_tokens=2).result(timeout_s=60)["usage"][
+        "completion_tokens"] == 2
+
+
 def test_queue_timeout_is_a_clear_503(serve_instance, deploy_app):
     handle = deploy_app({**ONE_SLOT, "router.request_timeout_s": 1.0})
     blocker, box = in_background(completion, serve_instance, prompt="block", max_tokens=400, ignore_eos=True)
@@ -128,3 +144,4 @@ def test_killed_engine_replica(serve_instance, deploy_app):
                and victim not in handle.status.remote().result(timeout_s=30)["replicas"], timeout_s=90,
                interval_s=0.5)
     assert handle.generate.remote(prompt="after", max_tokens=2).result(timeout_s=60)["finish_reason"] == "length"
+

@@ -152,7 +152,16 @@ def test_removing_a_node_loses_no_queued_request(cluster_app):
             assert result["usage"]["completion_tokens"] == BLOCKER_TOKENS
 
     wait_until(lambda: _idle(status(handle)), 30, "the router is idle", poll_s=0.2)
-    after = handle.generate.remote(prompt="still serving?", max_tokens=4, ignore_eos=True).result(timeout_s=60)
+    pending = handle.generate.remote(prompt="still serving?", max_tokens=4, ignore_eos=True)
+    try:
+        after = pending.result(timeout_s=60)
+    except TimeoutError:
+        print("DIAG status after hang:", status(handle))
+        import glob, subprocess
+        for log in sorted(glob.glob(TEMP_DIR + "/session_latest/logs/serve/*")):
+            print("DIAG ===", log)
+            print(subprocess.run(["tail", "-n", "60", log], capture_output=True, text=True).stdout)
+        raise
     assert after["ssjf"]["replica"] == survivor and after["usage"]["completion_tokens"] == 4
 
 
