@@ -4,6 +4,9 @@ Invariants: no ray/torch/asyncio; every public method takes `now_s` and returns 
 enables. Waiters and free slots never coexist after a call returns: each call dispatches while both
 exist. A request goes to the replica with the most free slots (ties: least recently dispatched to,
 then replica id). Policy behaviour comes only from the policy's key (see router.policy).
+Starvation guard: a slot goes to the oldest waiter once its wait is within `guard_lead_s` of
+`max_wait_s`, where the lead is GUARD_LEAD_RELEASES mean slot-release intervals (measured only
+while requests wait, capped at half the bound), so its start, not just its turn, comes by the bound.
 """
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ from router.config import SchedulerConfig
 from router.policy import get_policy
 from router.request import Dispatch, QueueFullError, RequestRecord
 from router.wait_queue import WaitQueue
+
+# The guard serves an old waiter this many mean release intervals before its bound: one interval is
+# when the next slot frees on average; two leave room for the spread of release times.
+GUARD_LEAD_RELEASES = 2.0
+RELEASE_INTERVAL_EWMA_WEIGHT = 0.2
 
 
 @dataclass
@@ -42,6 +50,8 @@ class Scheduler:
         self._running_on: dict[str, str] = {}
         self._num_free_slots = 0
         self._dispatch_seq = 0
+        self._release_interval_s: float | None = None  # EWMA over releases while requests wait
+        self._last_busy_release_s: float | None = None
 
     # ---- capacity -------------------------------------------------------------------------------
     def add_replica(self, replica_id: str, num_slots: int, now_s: float) -> list[Dispatch]:
@@ -96,6 +106,7 @@ class Scheduler:
         if request_id not in self._running_on:
             return []
         self._release(request_id)
+        self._observe_release(now_s)
         return self._dispatch(now_s)
 
     def cancel(self, request_id: str, now_s: float) -> list[Dispatch]:
@@ -135,10 +146,30 @@ class Scheduler:
             "num_running": self.num_running,
             "num_free_slots": self._num_free_slots,
             "oldest_wait_s": 0.0 if oldest_s is None else max(0.0, now_s - oldest_s),
+            "guard_lead_s": self.guard_lead_s,
             "replicas": self.replicas(),
         }
 
+    @property
+    def guard_lead_s(self) -> float:
+        """How long before `max_wait_s` the oldest waiter is served first (see module docstring)."""
+        if self._release_interval_s is None:
+            return 0.0
+        return min(GUARD_LEAD_RELEASES * self._release_interval_s, self.config.max_wait_s / 2)
+
     # ---- mechanism ------------------------------------------------------------------------------
+    def _observe_release(self, now_s: float) -> None:
+        """Track the mean time between slot releases, counting only intervals with requests waiting."""
+        if not self._queue:
+            self._last_busy_release_s = None
+            return
+        if self._last_busy_release_s is not None:
+            interval_s = max(0.0, now_s - self._last_busy_release_s)
+            previous = self._release_interval_s
+            self._release_interval_s = interval_s if previous is None else \
+                previous + RELEASE_INTERVAL_EWMA_WEIGHT * (interval_s - previous)
+        self._last_busy_release_s = now_s
+
     def _check_new(self, rec: RequestRecord) -> None:
         if rec.request_id in self._running_on or rec.request_id in self._queue:
             raise ValueError(f"request {rec.request_id!r} is already waiting or running")
@@ -163,8 +194,9 @@ class Scheduler:
 
     def _dispatch(self, now_s: float) -> list[Dispatch]:
         dispatches: list[Dispatch] = []
+        lead_s = self.guard_lead_s
         while self._num_free_slots > 0 and len(self._queue) > 0:
-            rec = self._queue.pop_next(now_s)
+            rec = self._queue.pop_next(now_s, lead_s)
             replica = self._pick_replica()
             replica.running[rec.request_id] = rec
             replica.last_dispatch_seq = self._dispatch_seq

@@ -2,8 +2,8 @@
 
 Invariant: every waiting request is in `_live`; heap entries whose (request_id, seq) is not live are
 stale and skipped lazily. `pop_next` returns the oldest waiter if it has waited longer than
-`max_wait_s` (starvation guard), otherwise the smallest policy key (ties: arrival time, then
-insertion order).
+`max_wait_s - lead_s` (starvation guard; the scheduler passes a lead so the start itself comes by
+`max_wait_s`), otherwise the smallest policy key (ties: arrival time, then insertion order).
 """
 from __future__ import annotations
 
@@ -49,12 +49,12 @@ class WaitQueue:
         self._drop_stale(self._by_arrival, seq_index=1)
         return self._by_arrival[0][0] if self._by_arrival else None
 
-    def pop_next(self, now_s: float) -> RequestRecord:
+    def pop_next(self, now_s: float, lead_s: float = 0.0) -> RequestRecord:
         """Remove and return the request to dispatch next. Raises IndexError when empty."""
         if not self._live:
             raise IndexError("pop_next from an empty WaitQueue")
         oldest_s = self.oldest_arrival_s()
-        if oldest_s is not None and now_s - oldest_s > self.max_wait_s:
+        if oldest_s is not None and now_s - oldest_s > self.max_wait_s - lead_s:
             request_id = self._by_arrival[0][2]
         else:
             self._drop_stale(self._by_key, seq_index=2)
