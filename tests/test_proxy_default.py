@@ -1,4 +1,5 @@
-"""The shipped default predictor loads offline and predicts positive token counts."""
+"""The shipped predictors ("default", and "fast": 2 layers) load offline and predict positive token
+counts."""
 import json
 import threading
 
@@ -8,8 +9,9 @@ from proxy_model import load_predictor
 
 
 @pytest.mark.timeout(180)
-def test_default_predictor_predicts_positive_tokens():
-    p = load_predictor()
+@pytest.mark.parametrize("checkpoint", [None, "fast"])
+def test_shipped_predictor_predicts_positive_tokens(checkpoint):
+    p = load_predictor(checkpoint)
     prompts = ["Hi", "Write a 2000-word essay on the history of Rome, with sections and references.",
                "Translate 'cat' to French."]
     out = p.predict(prompts, model_names=["unknown-model", None, "gpt4"])
@@ -29,3 +31,11 @@ def test_default_predictor_from_worker_thread():
     worker.start()
     worker.join(30)
     assert len(result) == 1 and len(result[0]) == 40 and len(set(result[0])) == 1
+
+
+@pytest.mark.timeout(60)
+def test_unknown_checkpoint_name_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no proxy_model checkpoint"):
+        load_predictor("no-such-checkpoint")
+    with pytest.raises(FileNotFoundError, match="no proxy_model checkpoint"):
+        load_predictor(tmp_path)
