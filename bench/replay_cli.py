@@ -91,5 +91,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
         if not sep or not key:
             raise SystemExit(f"--set: expected KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
-    return {**out, "engine.batching": args.batching, "engine_replicas.num_replicas": args.num_replicas,
+    # The predictor was trained on unscaled response lengths: bring its predictions to the replayed
+    # (scaled) lengths so that aging weighs waiting against job size as in a real deployment.
+    return {"predictor.length_scale": args.output_scale, **out, "engine.batching": args.batching, "engine_replicas.num_replicas": args.num_replicas,
             "engine.max_batch_size": args.max_batch_size}

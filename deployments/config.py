@@ -7,6 +7,8 @@ offending dotted key. Each leaf package owns its section (`engine.EngineConfig`,
 
 from __future__ import annotations
 
+import math
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +41,14 @@ class PredictorConfig:
     device: str = "cpu"
     batch_wait_ms: float = 2.0  # arrivals within this window are predicted in one batch
     max_batch_size: int = 32
+    # Predictions are multiplied by this before they are queued: set it to the served model's
+    # verbosity relative to the predictor's training labels, so aging (tokens/s) and predictions
+    # share one unit. The replay benchmark sets it to its output scale.
+    length_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.length_scale) and self.length_scale > 0):
+            raise ValueError(f"length_scale must be finite and > 0 (got {self.length_scale})")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be >= 0 (got {self.batch_wait_ms})")
         if self.max_batch_size < 1:

@@ -141,7 +141,7 @@ class SSJFRouter:
 
     async def _run_attempts(self, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
         predict_started_s = time.perf_counter()
-        predicted = await self._predict_batch(parsed.prompt_text)
+        predicted = self._config.predictor.length_scale * await self._predict_batch(parsed.prompt_text)
         predict_ms = 1000 * (time.perf_counter() - predict_started_s)
         arrival_s = self._dispatcher.now_s()
         record = RequestRecord(parsed.request_id, arrival_s, float(predicted),

@@ -41,6 +41,8 @@ def test_dotted_override():
     ("engine_replicas:\n  num_replicas: 0\n", "num_replicas"),
     ("router:\n  request_timeout_s: -1\n", "request_timeout_s"),
     ("predictor:\n  max_batch_size: true\n", "predictor.max_batch_size"),
+    ("predictor:\n  length_scale: 0\n", "length_scale"),
+    ("predictor:\n  length_scale: .nan\n", "length_scale"),
     ("engine: [1, 2]\n", "engine"),
 ])
 def test_bad_config_names_the_key(tmp_path, yaml_text, fragment):
