@@ -93,5 +93,5 @@ def config_overrides(args: argparse.Namespace) -> dict:
         out[key.strip()] = yaml.safe_load(value)
     # The predictor was trained on unscaled response lengths: bring its predictions to the replayed
     # (scaled) lengths so that aging weighs waiting against job size as in a real deployment.
-    return {"predictor.length_scale": args.output_scale, **out, "engine.batching": args.batching, "engine_replicas.num_replicas": args.num_replicas,
-            "engine.max_batch_size": args.max_batch_size}
+    return {"predictor.length_scale": args.output_scale, **out, "engine.batching": args.batching,
+            "engine_replicas.num_replicas": args.num_replicas, "engine.max_batch_size": args.max_batch_size}

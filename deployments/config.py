@@ -8,7 +8,6 @@ offending dotted key. Each leaf package owns its section (`engine.EngineConfig`,
 from __future__ import annotations
 
 import math
-
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

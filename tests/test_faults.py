@@ -144,4 +144,3 @@ def test_killed_engine_replica(serve_instance, deploy_app):
                and victim not in handle.status.remote().result(timeout_s=30)["replicas"], timeout_s=90,
                interval_s=0.5)
     assert handle.generate.remote(prompt="after", max_tokens=2).result(timeout_s=60)["finish_reason"] == "length"
-

@@ -5,6 +5,8 @@ and removing a node mid-run loses no queued request.
 
 This module starts its own cluster (ray.cluster_utils.Cluster), not the conftest single-node one.
 """
+import glob
+import subprocess
 import time
 
 import pytest
@@ -157,7 +159,6 @@ def test_removing_a_node_loses_no_queued_request(cluster_app):
         after = pending.result(timeout_s=60)
     except TimeoutError:
         print("DIAG status after hang:", status(handle))
-        import glob, subprocess
         for log in sorted(glob.glob(TEMP_DIR + "/session_latest/logs/serve/*")):
             print("DIAG ===", log)
             print(subprocess.run(["tail", "-n", "60", log], capture_output=True, text=True).stdout)
