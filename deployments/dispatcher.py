@@ -124,9 +124,7 @@ class Dispatcher:
         self._apply(self._scheduler.set_capacity(replica_id, 0, self._clock()))
         for request_id, running_on in list(self._running.items()):
             if running_on == replica_id and request_id not in self._started:
-                callback = self._on_lost.pop(request_id, None)
-                if callback is not None:
-                    callback()
+                self._notify_lost(request_id)
         self._remove_if_drained(replica_id)
 
     def _remove_if_drained(self, replica_id: str) -> None:
@@ -144,9 +142,13 @@ class Dispatcher:
         for request_id in self._scheduler.remove_replica(replica_id, self._clock()):
             self._running.pop(request_id, None)
             self._started.discard(request_id)
-            callback = self._on_lost.pop(request_id, None)
-            if callback is not None:
-                callback()
+            self._notify_lost(request_id)
+
+    def _notify_lost(self, request_id: str) -> None:
+        """Tell the request's owner (once) that its replica will not run it."""
+        callback = self._on_lost.pop(request_id, None)
+        if callback is not None:
+            callback()
 
     def is_dead(self, replica_id: str) -> bool:
         return replica_id in self._dead_replicas

@@ -7,7 +7,8 @@ without it (health and info probes) go to any replica. Every routing round ends 
 sleep: Serve retries a round without sleeping unless the router asks for backoff, and a round that
 finds no replica does not await, so without it one pinned request to a vanished replica would spin
 the handle's event loop and stall every other call through that handle. Every replica-set update
-from Serve is published to `replica_registry`, which is how the SSJF router learns of added and removed replicas.
+from Serve is published to `replica_registry`, which is how the SSJF router learns of added and
+removed replicas.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import pytest
 import ray
 import requests
 from ray import serve
+from ray.serve.exceptions import RequestCancelledError
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 ONE_SLOT = {"engine.batching": "none", "engine_replicas.num_replicas": 1}
@@ -100,7 +101,7 @@ def test_request_pinned_to_a_missing_replica_does_not_stall_routing(one_slot_app
     for _ in range(3):
         assert engines.info.remote().result(timeout_s=20)["capacity"] == 1
     pinned.cancel()
-    with pytest.raises(Exception):
+    with pytest.raises(RequestCancelledError):
         pinned.result(timeout_s=20)
     assert one_slot_app.generate.remote(prompt="still routed", max_tokens=2).result(timeout_s=60)["usage"][
         "completion_tokens"] == 2
