@@ -45,7 +45,8 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
         self.policy = get_policy(self.config.policy)
-        self._queue = WaitQueue(self.policy, self.config.aging_tokens_per_s, self.config.max_wait_s)
+        self.aging = self.config.make_aging()
+        self._queue = WaitQueue(self.policy, self.aging, self.config.max_wait_s)
         self._replicas: dict[str, _Replica] = {}
         self._running_on: dict[str, str] = {}
         self._num_free_slots = 0
@@ -139,7 +140,7 @@ class Scheduler:
         oldest_s = self._queue.oldest_arrival_s()
         return {
             "policy": self.policy.name,
-            "aging_tokens_per_s": self.config.aging_tokens_per_s,
+            "aging": self.aging.describe(),
             "max_wait_s": self.config.max_wait_s,
             "max_queue_len": self.config.max_queue_len,
             "num_waiting": self.num_waiting,

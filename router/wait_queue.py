@@ -2,23 +2,25 @@
 
 Invariant: every waiting request is in `_live`; heap entries whose (request_id, seq) is not live are
 stale and skipped lazily. `pop_next` returns the oldest waiter if it has waited longer than
-`max_wait_s - lead_s` (starvation guard; the scheduler passes a lead so the start itself comes by
-`max_wait_s`), otherwise the smallest policy key (ties: arrival time, then insertion order).
+`max_wait_s - lead_s` (starvation guard, across priorities; the scheduler passes a lead so the start
+itself comes by `max_wait_s`), otherwise the smallest (priority, policy key) (ties: arrival time, then
+insertion order).
 """
 from __future__ import annotations
 
 import heapq
 
+from router.aging import Aging
 from router.policy import Policy
 from router.request import RequestRecord
 
 
 class WaitQueue:
-    def __init__(self, policy: Policy, aging_tokens_per_s: float, max_wait_s: float) -> None:
+    def __init__(self, policy: Policy, aging: Aging, max_wait_s: float) -> None:
         self.policy = policy
-        self.aging_tokens_per_s = aging_tokens_per_s
+        self.aging = aging
         self.max_wait_s = max_wait_s
-        self._by_key: list[tuple[float, float, int, str]] = []
+        self._by_key: list[tuple[int, float, float, int, str]] = []
         self._by_arrival: list[tuple[float, int, str]] = []
         self._live: dict[str, tuple[int, RequestRecord]] = {}
         self._next_seq = 0
@@ -32,11 +34,11 @@ class WaitQueue:
     def push(self, rec: RequestRecord) -> None:
         if rec.request_id in self._live:
             raise ValueError(f"request {rec.request_id!r} is already waiting")
-        key = self.policy.key(rec, self.aging_tokens_per_s)
+        key = self.policy.key(rec, self.aging)
         seq = self._next_seq
         self._next_seq += 1
         self._live[rec.request_id] = (seq, rec)
-        heapq.heappush(self._by_key, (key, rec.arrival_time_s, seq, rec.request_id))
+        heapq.heappush(self._by_key, (rec.priority, key, rec.arrival_time_s, seq, rec.request_id))
         heapq.heappush(self._by_arrival, (rec.arrival_time_s, seq, rec.request_id))
 
     def remove(self, request_id: str) -> RequestRecord | None:
@@ -57,8 +59,8 @@ class WaitQueue:
         if oldest_s is not None and now_s - oldest_s > self.max_wait_s - lead_s:
             request_id = self._by_arrival[0][2]
         else:
-            self._drop_stale(self._by_key, seq_index=2)
-            request_id = self._by_key[0][3]
+            self._drop_stale(self._by_key, seq_index=3)
+            request_id = self._by_key[0][4]
         rec = self._live.pop(request_id)[1]
         self._maybe_compact()
         return rec
@@ -77,7 +79,7 @@ class WaitQueue:
         if len(self._by_key) + len(self._by_arrival) <= 128 + 8 * len(self._live):
             return
         live = self._live
-        self._by_key = [e for e in self._by_key if e[3] in live and live[e[3]][0] == e[2]]
+        self._by_key = [e for e in self._by_key if e[4] in live and live[e[4]][0] == e[3]]
         self._by_arrival = [e for e in self._by_arrival if e[2] in live and live[e[2]][0] == e[1]]
         heapq.heapify(self._by_key)
         heapq.heapify(self._by_arrival)

@@ -14,7 +14,7 @@ from router import (
     SchedulerConfig,
 )
 
-NO_GUARD = dict(aging_tokens_per_s=0.0, max_wait_s=math.inf)
+NO_GUARD = dict(aging="linear", aging_tokens_per_s=0.0, max_wait_s=math.inf)
 
 
 def rec(rid, arrival_s, predicted, true=None):
@@ -88,7 +88,7 @@ def test_aging_promotes_long_request():
 
 @pytest.mark.timeout(10)
 def test_max_wait_guard_sends_over_waited_request_next():
-    s = Scheduler(SchedulerConfig(policy="ssjf", aging_tokens_per_s=0.0, max_wait_s=30.0))
+    s = Scheduler(SchedulerConfig(policy="ssjf", aging="linear", aging_tokens_per_s=0.0, max_wait_s=30.0))
     s.add_replica("r0", 1, 0.0)
     s.on_arrival(rec("blocker", 0.0, 1), 0.0)
     s.on_arrival(rec("long", 0.0, 500), 0.0)
@@ -103,7 +103,7 @@ def test_max_wait_guard_sends_over_waited_request_next():
 def test_guard_starts_an_old_waiter_before_its_bound_not_after():
     """Slots free every 4 s while short requests keep arriving: the guard's lead (2 release
     intervals = 8 s) starts the long request at 24 s, not at the first release after 30 s (32 s)."""
-    s = Scheduler(SchedulerConfig(policy="ssjf", aging_tokens_per_s=0.0, max_wait_s=30.0))
+    s = Scheduler(SchedulerConfig(policy="ssjf", aging="linear", aging_tokens_per_s=0.0, max_wait_s=30.0))
     s.add_replica("r0", 1, 0.0)
     s.on_arrival(rec("s0", 0.0, 5), 0.0)
     s.on_arrival(rec("long", 0.0, 500), 0.0)
@@ -232,7 +232,8 @@ def test_snapshot_is_json_able():
 def test_config_validation():
     with pytest.raises(ValueError, match="fcfs, ssjf, sjf-oracle"):
         SchedulerConfig(policy="lifo")
-    for bad in (dict(aging_tokens_per_s=-1.0), dict(max_wait_s=0.0), dict(max_queue_len=-1), dict(max_queue_len=1.5)):
+    for bad in (dict(aging_tokens_per_s=-1.0), dict(aging="quadratic"), dict(aging_half_life_s=0.0),
+                dict(max_wait_s=0.0), dict(max_queue_len=-1), dict(max_queue_len=1.5)):
         with pytest.raises(ValueError):
             SchedulerConfig(**bad)
     with pytest.raises(ValueError, match="unknown scheduler config key"):
