@@ -18,14 +18,15 @@ import time
 
 import numpy as np
 
-from router import DEFAULT_AGING_TOKENS_PER_S, DEFAULT_MAX_WAIT_S, SchedulerConfig
+from router import (AGING_KINDS, DEFAULT_AGING, DEFAULT_AGING_HALF_LIFE_S, DEFAULT_AGING_TOKENS_PER_S,
+                    DEFAULT_MAX_WAIT_S, SchedulerConfig)
 from bench import sim_workload as wl
 from bench.sim_cluster import Workload, simulate
 from bench.sim_engine import CostModel, nominal_capacity_rps
 
 DEFAULT_CONFIGS = "cluster:ssjf,p2c:ssjf,cluster:fcfs,p2c:fcfs,cluster:sjf-oracle"
 PAPER_MODES = {"no_batching": "none", "dynamic": "dynamic", "continuous": "continuous"}
-NO_GUARD = dict(aging_tokens_per_s=0.0, max_wait_s=math.inf)
+NO_GUARD = dict(aging="linear", aging_tokens_per_s=0.0, max_wait_s=math.inf)  # pure policy order
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--burst-size", type=int, default=50)
     g.add_argument("--burst-interval-s", type=float, help="default: burst_size / (load * capacity)")
     g = p.add_argument_group("scheduler (router.SchedulerConfig)")
-    g.add_argument("--aging-tokens-per-s", type=float, default=DEFAULT_AGING_TOKENS_PER_S)
+    g.add_argument("--aging", choices=AGING_KINDS, default=DEFAULT_AGING)
+    g.add_argument("--aging-half-life-s", type=float, default=DEFAULT_AGING_HALF_LIFE_S, help="relative aging")
+    g.add_argument("--aging-tokens-per-s", type=float, default=DEFAULT_AGING_TOKENS_PER_S, help="linear aging")
     g.add_argument("--max-wait-s", type=float, default=DEFAULT_MAX_WAIT_S)
     g.add_argument("--max-queue-len", type=int, default=10**9, help="simulator default: effectively unbounded")
     g = p.add_argument_group("paper reproduction")
@@ -97,8 +100,9 @@ def make_workload(args, lengths: wl.Lengths, batching: str, cost: CostModel, num
 
 def scheduler_config(args, policy: str, guard: bool = True) -> SchedulerConfig:
     extra = {} if guard else NO_GUARD
-    return SchedulerConfig(**{"policy": policy, "aging_tokens_per_s": args.aging_tokens_per_s,
-                              "max_wait_s": args.max_wait_s, "max_queue_len": args.max_queue_len, **extra})
+    return SchedulerConfig(**{"policy": policy, "aging": args.aging, "aging_half_life_s": args.aging_half_life_s,
+                              "aging_tokens_per_s": args.aging_tokens_per_s, "max_wait_s": args.max_wait_s,
+                              "max_queue_len": args.max_queue_len, **extra})
 
 
 def compare(args) -> dict:

@@ -77,6 +77,9 @@ class RouterConfig:
     max_request_bytes: int = 1_000_000  # larger HTTP bodies get 413
     max_ongoing_requests: int = 4096  # concurrent requests the router replica accepts from Serve
     replica_sync_interval_s: float = 0.5  # how often the router reconciles the engine replica set
+    # Accept oracle_output_tokens / bench_stop_after_tokens (trace replays only): off in production,
+    # since they let a client state a length the scheduler's oracle baseline would trust.
+    allow_benchmark_fields: bool = False
 
     def __post_init__(self) -> None:
         for name in ("request_timeout_s", "replica_sync_interval_s"):

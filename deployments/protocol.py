@@ -3,6 +3,8 @@
 Invariant: `parse_request` either returns a complete `ParsedRequest` whose prompt fits the context
 together with `max_tokens`, or raises `RequestError` carrying an HTTP status and an OpenAI-style
 error body naming the offending field. Nothing is queued before parsing succeeds.
+Benchmark-only fields (`BENCHMARK_FIELDS`) are accepted only when the caller allows them
+(`router.allow_benchmark_fields`); the scheduler's ssjf key never reads them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
+
+from router import MAX_PRIORITY, MIN_PRIORITY, RequestRecord
 
 DEFAULT_MAX_TOKENS = 16
 PLAIN_CHAT_TEMPLATE = "{role}: {content}\n"  # used when the tokenizer has no chat template
@@ -21,8 +25,11 @@ _ACCEPTED_FIELDS = {"user", "stream_options"}
 # OpenAI features we do not implement: accepted only when absent, null or at their no-op value.
 _NO_OP_VALUES = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},),
                  "logprobs": (False, 0), "echo": (False,), "best_of": (1,), "suffix": ("",)}
+# oracle_output_tokens: the true length, read only by the sjf-oracle policy; bench_stop_after_tokens:
+# the engine ends the answer ("stop") after exactly this many tokens, as if the model had stopped.
+BENCHMARK_FIELDS = {"oracle_output_tokens", "bench_stop_after_tokens"}
 _COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "n",
-                  "ignore_eos", "oracle_output_tokens", "request_id"}
+                  "ignore_eos", "request_id", "priority"} | BENCHMARK_FIELDS
 COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt"} | _ACCEPTED_FIELDS | set(_NO_OP_VALUES)
 CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens"} | _ACCEPTED_FIELDS | set(_NO_OP_VALUES)
 
@@ -62,18 +69,27 @@ class ParsedRequest:
     ignore_eos: bool
     stream: bool
     model: str
+    priority: int = 0
     oracle_output_tokens: Optional[int] = None  # only the sjf-oracle policy reads it
+    bench_stop_after_tokens: Optional[int] = None  # only the engine reads it
     created_at_s: float = 0.0
+
+    def record(self, arrival_time_s: float, predicted_output_tokens: float) -> RequestRecord:
+        """The scheduler's view: what the request states, the prediction and (oracle only) its true length."""
+        return RequestRecord(self.request_id, arrival_time_s, predicted_output_tokens, self.oracle_output_tokens,
+                             len(self.prompt_token_ids), max_tokens=self.max_tokens, ignore_eos=self.ignore_eos,
+                             priority=self.priority)
 
     def engine_request(self) -> dict[str, Any]:
         """Keyword arguments of `engine.GenerationRequest` for this request."""
         return {"request_id": self.request_id, "prompt_token_ids": self.prompt_token_ids,
                 "max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "seed": self.seed, "stop": tuple(self.stop), "ignore_eos": self.ignore_eos}
+                "seed": self.seed, "stop": tuple(self.stop), "ignore_eos": self.ignore_eos,
+                "stop_after_tokens": self.bench_stop_after_tokens}
 
 
 def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
-                  max_context_tokens: int) -> ParsedRequest:
+                  max_context_tokens: int, allow_benchmark_fields: bool = False) -> ParsedRequest:
     """Validate an OpenAI completion (`kind="completion"`) or chat (`kind="chat"`) body."""
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
@@ -81,6 +97,9 @@ def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
     for name in body:
         if name not in allowed:
             raise RequestError(400, f"unknown field {name!r}", param=str(name)[:100])
+        if name in BENCHMARK_FIELDS and not allow_benchmark_fields and body[name] is not None:
+            raise RequestError(400, f"{name} is a benchmark-only field; this server does not accept it "
+                                    f"(router.allow_benchmark_fields is off)", param=name)
     for name, no_ops in _NO_OP_VALUES.items():
         value = body.get(name)
         if value is not None and not any(type(value) is type(v) and value == v for v in no_ops):
@@ -111,7 +130,9 @@ def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
         max_tokens=max_tokens, temperature=_float(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_top_p(body), seed=_optional_int(body, "seed"), stop=_stop(body),
         ignore_eos=_bool(body, "ignore_eos", False), stream=_bool(body, "stream", False), model=model,
+        priority=_priority(body),
         oracle_output_tokens=_optional_int(body, "oracle_output_tokens", minimum=0),
+        bench_stop_after_tokens=_optional_int(body, "bench_stop_after_tokens", minimum=1),
     )
 
 
@@ -179,6 +200,13 @@ def _int(body: dict, name: str, default: int, minimum: Optional[int] = None) -> 
         raise RequestError(400, f"{name}: must be an integer", param=name)
     if minimum is not None and value < minimum:
         raise RequestError(400, f"{name}: must be >= {minimum} (got {value})", param=name)
+    return value
+
+
+def _priority(body: dict) -> int:
+    value = _optional_int(body, "priority", minimum=MIN_PRIORITY) or 0
+    if value > MAX_PRIORITY:
+        raise RequestError(400, f"priority: must be <= {MAX_PRIORITY} (got {value})", param="priority")
     return value
 
 

@@ -105,7 +105,7 @@ class SSJFRouter:
         try:
             await self._wait_ready()
             parsed = parse_request(body, kind, self._tokenizer, self._config.served_model_name,
-                                   self._max_context_tokens())
+                                   self._max_context_tokens(), self._config.router.allow_benchmark_fields)
         except RequestError as exc:
             self.observe_rejection(exc)
             raise
@@ -144,8 +144,7 @@ class SSJFRouter:
         predicted = self._config.predictor.length_scale * await self._predict_batch(parsed.prompt_text)
         predict_ms = 1000 * (time.perf_counter() - predict_started_s)
         arrival_s = self._dispatcher.now_s()
-        record = RequestRecord(parsed.request_id, arrival_s, float(predicted),
-                               parsed.oracle_output_tokens, len(parsed.prompt_token_ids))
+        record = parsed.record(arrival_s, float(predicted))
         for attempt in range(2):
             dispatch = await self._acquire(record, requeue=attempt > 0)
             dispatch_seq = self._dispatcher.dispatch_seq(parsed.request_id)

@@ -25,6 +25,9 @@ class GenerationRequest:
     seed: int | None = None
     stop: Sequence[str] = field(default_factory=tuple)
     ignore_eos: bool = False
+    # Benchmark-only: end with "stop" after exactly this many tokens (EOS ignored), as if the model had
+    # stopped there; lets a trace replay fix output lengths without stating them in max_tokens.
+    stop_after_tokens: int | None = None
 
 
 def encode_and_validate(req: GenerationRequest, tokenizer: Any, max_context_tokens: int) -> list[int]:
@@ -65,6 +68,8 @@ def _check_fields(req: GenerationRequest) -> None:
     _require(isinstance(req.stop, (list, tuple)) and all(isinstance(s, str) and s != "" for s in req.stop),
              "stop", "must be a list of non-empty strings", req.stop)
     _require(isinstance(req.ignore_eos, bool), "ignore_eos", "must be a bool", req.ignore_eos)
+    _require(req.stop_after_tokens is None or (_is_int(req.stop_after_tokens) and req.stop_after_tokens > 0),
+             "stop_after_tokens", "must be None or an int > 0", req.stop_after_tokens)
 
 
 def _is_int(value: object) -> bool:

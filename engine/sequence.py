@@ -61,17 +61,22 @@ class Sequence:
         """Record one sampled token, emit its text delta and finish on eos, stop string or length."""
         if self.first_token_at_s is None:
             self.first_token_at_s = time.time()
-        if token_id in eos_token_ids and not self.request.ignore_eos:
+        request = self.request
+        if token_id in eos_token_ids and not request.ignore_eos and request.stop_after_tokens is None:
             self.finish("stop")
             return
         self.completion_token_ids.append(token_id)
         delta = self.detokenizer.add(token_id)
+        num_tokens = len(self.completion_token_ids)
         if self.detokenizer.hit_stop:
             self._emit_token([token_id], delta)
             self.finish("stop")
-        elif len(self.completion_token_ids) >= self.request.max_tokens:
+        elif num_tokens >= request.max_tokens:
             self._emit_token([token_id], delta + self.detokenizer.flush())
             self.finish("length")
+        elif request.stop_after_tokens is not None and num_tokens >= request.stop_after_tokens:
+            self._emit_token([token_id], delta + self.detokenizer.flush())
+            self.finish("stop")
         else:
             self._emit_token([token_id], delta)
 

@@ -29,11 +29,11 @@ DEFAULT_MAX_QUEUE_LEN = 1024
 @dataclass(frozen=True)
 class SchedulerConfig:
     policy: str = "ssjf"
-    aging: str = DEFAULT_AGING
-    aging_half_life_s: float = DEFAULT_AGING_HALF_LIFE_S
     aging_tokens_per_s: float = DEFAULT_AGING_TOKENS_PER_S
     max_wait_s: float = DEFAULT_MAX_WAIT_S
     max_queue_len: int = DEFAULT_MAX_QUEUE_LEN
+    aging: str = DEFAULT_AGING
+    aging_half_life_s: float = DEFAULT_AGING_HALF_LIFE_S
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -156,6 +156,22 @@ def test_eos_finishes_with_stop_unless_ignore_eos(engines, alone):
     assert ignored["finish_reason"] == "length" and ignored["usage"]["completion_tokens"] == 6
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_stop_after_tokens_ends_with_stop_at_that_length(engines, mode, alone):
+    """The benchmark-only stop length ignores EOS and ends with "stop" after exactly that many tokens
+    (greedy tokens identical to a plain run); a cap below it still ends with "length"."""
+    engine = engines[mode]
+    engine._loop.eos_token_ids = {alone(PROMPTS[0], 6)[1]}
+    try:
+        stop = GenerationRequest(f"{mode}-stop-after", prompt=PROMPTS[0], max_tokens=64, stop_after_tokens=5)
+        capped = GenerationRequest(f"{mode}-capped", prompt=PROMPTS[0], max_tokens=3, stop_after_tokens=5)
+        stopped, cut = asyncio.run(collect(engine, stop)), asyncio.run(collect(engine, capped))
+    finally:
+        engine._loop.eos_token_ids = {engine.tokenizer.sep_token_id}
+    assert stopped[-1]["finish_reason"] == "stop" and tokens_of(stopped) == alone(PROMPTS[0], 5)
+    assert cut[-1]["finish_reason"] == "length" and cut[-1]["usage"]["completion_tokens"] == 3
+
+
 def test_seeded_sampling_is_reproducible_regardless_of_batch(engines):
     engine = engines["continuous"]
 

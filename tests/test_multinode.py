@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import free_port
-from test_ordering import distinct_by_prediction
+from test_ordering import QUEUED_MAX_TOKENS, distinct_by_prediction
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -21,12 +21,13 @@ TEMP_DIR = "/tmp/ray_ssjf_multinode"
 BLOCKER_TOKENS = 300
 OVERRIDES = {
     "engine.batching": "none",  # one slot per replica: starts are totally ordered by the router
-    "engine.max_context_tokens": 1024,
+    "engine.max_context_tokens": 2048,
     "engine_replicas.num_replicas": 2,
     "engine_replicas.ray_actor_options": {"num_cpus": 0, "resources": {"engine_node": 1}},
     "router.ray_actor_options": {"num_cpus": 0.5, "resources": {"head_node": 0.1}},  # survives node loss
     "router.replica_sync_interval_s": 0.2,
     "scheduler.policy": "ssjf",
+    "router.allow_benchmark_fields": True,  # queued requests fix their length without stating it
 }
 
 
@@ -86,7 +87,8 @@ def queue_requests(handle, prompts, max_tokens: int) -> list:
     """Submit `prompts` 50 ms apart and wait until all of them wait in the router's queue."""
     futures = []
     for prompt in prompts:
-        futures.append(handle.generate.remote(prompt=prompt, max_tokens=max_tokens, ignore_eos=True))
+        futures.append(handle.generate.remote(prompt=prompt, max_tokens=QUEUED_MAX_TOKENS,
+                                              bench_stop_after_tokens=max_tokens))
         time.sleep(0.05)
     wait_until(lambda: status(handle)["scheduler"]["num_waiting"] == len(prompts), 30, "all requests queue")
     return futures

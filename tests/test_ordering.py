@@ -9,7 +9,11 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 
 # Two replicas, one slot each (batching "none"), so starts are totally ordered by the router.
-BASE = {"engine.batching": "none", "engine_replicas.num_replicas": 2, "engine.max_context_tokens": 1024}
+# Queued requests fix their length with the benchmark-only stop field under a cap above every
+# prediction, so ssjf ranks them by the predictor (ignore_eos would make the key exactly max_tokens).
+BASE = {"engine.batching": "none", "engine_replicas.num_replicas": 2, "engine.max_context_tokens": 2048,
+        "router.allow_benchmark_fields": True}
+QUEUED_MAX_TOKENS = 1536
 BLOCKER_TOKENS = 400
 CANDIDATE_PROMPTS = [
     "hi",
@@ -35,6 +39,8 @@ def distinct_by_prediction(count):
     """`count` prompts whose predictions differ by >= 15% pairwise, as (prompt, prediction) pairs."""
     chosen = []
     for prompt, predicted in sorted(predictions(CANDIDATE_PROMPTS).items(), key=lambda kv: kv[1]):
+        if predicted >= QUEUED_MAX_TOKENS:  # capped by max_tokens: would tie in the ssjf key
+            continue
         if not chosen or predicted > chosen[-1][1] * 1.15:
             chosen.append((prompt, predicted))
     assert len(chosen) >= count, f"predictor does not separate enough prompts: {chosen}"
@@ -57,7 +63,7 @@ def submit_in_order(handle, prompts, gap_s):
     """Submit each prompt `gap_s` apart; returns the result futures in submission order."""
     futures = []
     for prompt in prompts:
-        futures.append(handle.generate.remote(prompt=prompt, max_tokens=2, ignore_eos=True))
+        futures.append(handle.generate.remote(prompt=prompt, max_tokens=QUEUED_MAX_TOKENS, bench_stop_after_tokens=2))
         time.sleep(gap_s)
     return futures
 
@@ -101,10 +107,10 @@ def test_fcfs_starts_in_arrival_order(deploy_app):
 def test_request_past_max_wait_goes_next(deploy_app):
     max_wait_s = 1.0
     handle = deploy_app({**BASE, "scheduler.policy": "ssjf", "scheduler.max_wait_s": max_wait_s,
-                         "scheduler.aging_tokens_per_s": 0.0})
+                         "scheduler.aging_half_life_s": float("inf")})
     (short, _), (long_prompt, _) = distinct_by_prediction(2)
     blockers = occupy_all_slots(handle, 2)
-    patient = handle.generate.remote(prompt=long_prompt, max_tokens=2, ignore_eos=True)
+    patient = handle.generate.remote(prompt=long_prompt, max_tokens=QUEUED_MAX_TOKENS, bench_stop_after_tokens=2)
     time.sleep(max_wait_s + 0.3)
     fresh = submit_in_order(handle, [short] * 3, gap_s=0.02)
     results = [patient.result(timeout_s=120)] + [f.result(timeout_s=120) for f in fresh]

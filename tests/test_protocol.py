@@ -83,3 +83,38 @@ def test_request_error_pickles():
     import pickle
     err = pickle.loads(pickle.dumps(RequestError(429, "full", code="queue_full", headers={"Retry-After": "1"})))
     assert (err.status, err.code, err.headers) == (429, "queue_full", {"Retry-After": "1"})
+
+
+def test_benchmark_fields_need_the_switch(tokenizer):
+    for name in ("oracle_output_tokens", "bench_stop_after_tokens"):
+        with pytest.raises(RequestError, match="benchmark-only") as err:
+            parse({"prompt": "hi", name: 5}, tokenizer)
+        assert err.value.status == 400 and err.value.param == name
+    parsed = parse_request({"prompt": "hi", "max_tokens": 40, "oracle_output_tokens": 7,
+                            "bench_stop_after_tokens": 7}, "completion", tokenizer, MODEL, CONTEXT, True)
+    assert parsed.oracle_output_tokens == 7
+    assert parsed.engine_request()["stop_after_tokens"] == 7
+
+
+def test_ssjf_key_ignores_benchmark_fields(tokenizer):
+    """The scheduler record of a request is the same with or without benchmark-only fields, except
+    for the oracle's true length, which the ssjf key never reads."""
+    from router import RelativeAging, get_policy
+
+    plain = parse({"prompt": "hi", "max_tokens": 40}, tokenizer)
+    bench = parse_request({"prompt": "hi", "max_tokens": 40, "oracle_output_tokens": 3,
+                           "bench_stop_after_tokens": 3}, "completion", tokenizer, MODEL, CONTEXT, True)
+    ssjf, aging = get_policy("ssjf"), RelativeAging(10.0)
+    assert ssjf.key(plain.record(1.0, 25.0), aging) == ssjf.key(bench.record(1.0, 25.0), aging)
+    assert bench.record(1.0, 25.0).max_tokens == 40 and bench.record(1.0, 25.0).true_output_tokens == 3
+
+
+@pytest.mark.parametrize("priority, ok", [(0, True), (-100, True), (100, True), (101, False), (-101, False),
+                                          (1.5, False), ("1", False)])
+def test_priority_range(tokenizer, priority, ok):
+    if ok:
+        assert parse({"prompt": "hi", "priority": priority}, tokenizer).record(0.0, 1.0).priority == priority
+    else:
+        with pytest.raises(RequestError) as err:
+            parse({"prompt": "hi", "priority": priority}, tokenizer)
+        assert err.value.status == 400 and err.value.param == "priority"

@@ -17,7 +17,11 @@ PAPER_COST = CostModel()  # 0.1 s + 0.02 s/token, batch 4
 
 
 def cfg(policy, guard=False):
-    return SchedulerConfig(policy=policy) if guard else SchedulerConfig(policy, 0.0, math.inf, 10**9)
+    """guard: the router's defaults; else no aging and no starvation bound (pure policy order)."""
+    if guard:
+        return SchedulerConfig(policy=policy)
+    return SchedulerConfig(policy=policy, aging="linear", aging_tokens_per_s=0.0, max_wait_s=math.inf,
+                           max_queue_len=10**9)
 
 
 def skewed_workload(num, rate_rps, seed=0):
