@@ -172,7 +172,7 @@ def _run_with_local_app(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from bench.replay_serve import free_port, wait_for_replicas
+    from bench.common import free_port, wait_for_replicas
     from deployments.app import app_from_config
     from deployments.config import load_config
 

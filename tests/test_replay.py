@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from bench.replay_cli import FIXTURE_PROMPTS, FIXTURE_TRACE, parse_args
-from bench.replay_trace import (TraceError, mean_rate_rps, parse_azure_timestamp, read_trace, scale_to_rate,
+from bench.replay.cli import FIXTURE_PROMPTS, FIXTURE_TRACE, parse_args
+from bench.replay.trace import (TraceError, mean_rate_rps, parse_azure_timestamp, read_trace, scale_to_rate,
                                 window)
-from bench.replay_workload import (PromptRow, build_workload, fingerprint, held_out, load_prompt_rows,
+from bench.replay.workload import (PromptRow, build_workload, fingerprint, held_out, load_prompt_rows,
                                    replayed_length, truncate_prompt)
 from proxy_model.data import split_of
 
@@ -93,19 +93,19 @@ def test_same_seed_same_workload_other_seed_differs():
 
 
 @pytest.mark.timeout(10)
-def test_replayed_length_scale_cap_and_oracle_units():
+def test_replayed_length_scale_cap_and_client_cap():
     assert replayed_length(0, 1.0, None) == 1
     assert replayed_length(801, 0.125, None) == 100
     assert replayed_length(2000, 0.125, 128) == 128
     items = build_workload(np.zeros(50), _pool(), seed=0, output_scale=0.125, max_output_tokens=32)
     for it in items:
         assert it.output_tokens == replayed_length(it.true_output_tokens, 0.125, 32)
-        assert it.oracle_output_tokens == round(it.output_tokens / 0.125)
+        assert it.max_tokens == 1024  # a client default, not the replayed length (no oracle leak)
 
 
 @pytest.mark.timeout(60)
 def test_truncate_prompt_to_token_budget():
-    from bench.replay_workload import demo_tokenizer
+    from bench.replay.workload import demo_tokenizer
 
     tok = demo_tokenizer()
     text = "the quick brown fox jumps over the lazy dog " * 20

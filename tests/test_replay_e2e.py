@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from bench.replay import run_policies, write_outputs
-from bench.replay_cli import FIXTURE_PROMPTS, FIXTURE_TRACE, parse_args
-from bench.replay_trace import read_trace, window
-from bench.replay_workload import demo_tokenizer, load_prompt_rows
+from bench.replay.run import run_rounds, write_outputs
+from bench.replay.cli import FIXTURE_PROMPTS, FIXTURE_TRACE, parse_args
+from bench.replay.trace import read_trace, window
+from bench.replay.workload import demo_tokenizer, load_prompt_rows
 
 
 @pytest.mark.ray
@@ -17,21 +17,22 @@ def test_tiny_replay_ssjf(serve_instance, tmp_path):
     args = parse_args(["--trace", str(FIXTURE_TRACE), "--prompts", str(FIXTURE_PROMPTS), "--out", str(tmp_path),
                        "--num-requests", "12", "--policies", "ssjf", "--num-replicas", "1", "--max-batch-size", "2",
                        "--output-scale", "0.02", "--max-output-tokens", "6", "--max-prompt-tokens", "32",
-                       "--service-rate-rps", "4", "--load", "1.0", "--drain-timeout-s", "30"])
+                       "--service-rate-rps", "4", "--load", "1.0", "--drain-timeout-s", "30", "--rounds", "1",
+                       "--client-max-tokens", "64"])
     tokenizer = demo_tokenizer()
     pool = load_prompt_rows(args.prompts, tokenizer, split_seed=0, split="test")
     offsets = window(read_trace(args.trace), args.num_requests)
-    report = write_outputs(tmp_path, args, run_policies(serve_instance, args, pool, offsets, tokenizer))
+    report = write_outputs(tmp_path, args, run_rounds(serve_instance, args, pool, offsets, tokenizer))
 
     assert set(report["policies"]) == {"ssjf"}
     for policy, s in report["policies"].items():
         assert s["num_requests"] == 12 and s["num_errors"] == 0, (policy, s["errors"])
-        assert s["num_length_mismatches"] == 0  # ignore_eos: exactly max_tokens generated
+        assert s["num_length_mismatches"] == 0  # the hidden stop length: exactly the replayed length
         assert s["mean_jct_s"] > 0 and s["throughput_rps"] > 0 and s["mean_ttft_s"] <= s["mean_jct_s"]
     rows = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
-    assert {r["policy"] for r in rows} == {"ssjf"} and len(rows) == 12
+    assert {r["policy"] for r in rows} == {"ssjf"} and len(rows) == 12 and {r["round"] for r in rows} == {0}
     assert all(r["predicted_output_tokens"] is not None and r["queue_wait_s"] is not None for r in rows)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["workload"]["num_requests"] == 12
+    assert summary["loads"]["1"]["workloads"][0]["num_requests"] == 12
     for name in ("jct_cdf.png", "jct_bars.png", "queue_length.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -3,10 +3,12 @@ errors, and the report's JSON/ratios. Fast, no Ray."""
 import json
 import math
 
+import numpy as np
 import pytest
 
-from bench.replay_metrics import RequestResult, Slo, first25pct_rps, kendall_tau_b, percentile, summarize
-from bench.replay_report import comparison, dumps, table
+from bench.replay.metrics import RequestResult, Slo, first25pct_rps, kendall_tau_b, percentile, summarize
+from bench.replay.compare import compare_rounds, median_summaries
+from bench.replay.report import comparison_lines, dumps, table
 
 
 def _result(i, sent, ttft, jct, tokens, predicted=None, wait=0.0, error=None):
@@ -86,10 +88,38 @@ def test_all_failed_is_nan_not_crash_and_json_is_strict():
 
 @pytest.mark.timeout(10)
 def test_comparison_ratios_and_table():
-    summaries = {p: summarize([_result(0, 0.0, 0.1, jct, 5), _result(1, 0.0, 0.1, 2 * jct, 5)])
-                 for p, jct in (("fcfs", 4.0), ("ssjf", 2.0), ("sjf-oracle", 1.0))}
-    c = comparison(summaries)
+    scale = {"fcfs": 4.0, "ssjf": 2.0, "sjf-oracle": 1.0}
+    rounds = [{p: [_result(i, 0.0, 0.1, k * (1 + i % 3 + r), 5) for i in range(30)] for p, k in scale.items()}
+              for r in range(3)]
+    c = compare_rounds(rounds)
     assert c["ssjf_over_fcfs_mean_jct_s"] == pytest.approx(0.5)
     assert c["ssjf_over_sjf_oracle_mean_jct_s"] == pytest.approx(2.0)
+    assert c["capture"] == pytest.approx(2 / 3)
+    lo, hi = c["ssjf_over_fcfs_mean_jct_s_ci95"]
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)  # exactly proportional: no spread
+    summaries = {p: summarize(res) for p, res in rounds[0].items()}
     text = table(summaries)
     assert text.splitlines()[0].split()[0] == "policy" and "sjf-oracle" in text
+    assert "capture" in comparison_lines(c)
+
+
+@pytest.mark.timeout(10)
+def test_bootstrap_ci_covers_noisy_ratio_and_pairs_by_index():
+    rng = np.random.default_rng(0)
+    rounds = []
+    for _ in range(3):
+        base = rng.lognormal(0, 1, 200)
+        noise = rng.lognormal(0, 0.3, 200)
+        rounds.append({"fcfs": [_result(i, 0.0, 0.1, float(b), 5) for i, b in enumerate(base)],
+                       "ssjf": [_result(i, 0.0, 0.1, float(b * 0.7 * n), 5) for i, (b, n) in enumerate(zip(base, noise))]})
+    c = compare_rounds(rounds)
+    lo, hi = c["ssjf_over_fcfs_mean_jct_s_ci95"]
+    assert lo < c["ssjf_over_fcfs_mean_jct_s"] < hi and 0.6 < lo and hi < 0.9
+    assert "capture" not in c  # needs the oracle too
+
+
+@pytest.mark.timeout(10)
+def test_median_summaries_over_rounds():
+    rounds = [{"fcfs": {"mean_jct_s": v, "errors": {}, "num_errors": e}} for v, e in ((1.0, 0), (3.0, 2), (2.0, 1))]
+    merged = median_summaries(rounds)["fcfs"]
+    assert merged["mean_jct_s"] == 2.0 and merged["num_errors"] == 1 and merged["num_rounds"] == 3

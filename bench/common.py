@@ -1,7 +1,8 @@
-"""Ray + Serve lifecycle for the live replay: one local session per run, one fresh app per policy.
+"""What every benchmark shares: repo and data paths, free ports, percentiles, and the Ray + Serve
+lifecycle (one local session per run, one fresh app per deployment).
 
 Invariant: whatever happens, `serve_session` leaves no Ray running (serve.shutdown and ray.shutdown
-in `finally`), and `deployed_app` deletes its app before the next policy is deployed. Serve's HTTP
+in `finally`), and `deployed_app` deletes its app before the next one is deployed. Serve's HTTP
 proxy binds to 127.0.0.1 only.
 """
 from __future__ import annotations
@@ -10,8 +11,14 @@ import math
 import socket
 import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
 
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # the dev machine's data; absent in a fresh clone
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 APP_NAME = "default"
 RAY_TEMP_DIR = "/tmp/ray_ssjf_replay"
 RUNTIME_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
@@ -21,6 +28,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """numpy's linear interpolation; NaN for no values."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else math.nan
 
 
 def load_app_config(config_path: Optional[str], overrides: dict):

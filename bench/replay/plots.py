@@ -65,11 +65,27 @@ def plot_queue(samples_by_policy: dict[str, list], path: Path, title: str) -> No
     _finish(fig, ax, title, path)
 
 
+def plot_jct_vs_load(summaries_by_load: dict[str, dict[str, dict]], path: Path, title: str) -> None:
+    """Median-over-rounds mean JCT per arm at each load (one line per arm)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    loads = sorted(summaries_by_load, key=float)
+    for policy in summaries_by_load[loads[0]]:
+        ys = [summaries_by_load[load][policy]["mean_jct_s"] for load in loads]
+        ax.plot([float(x) for x in loads], ys, marker="o", label=policy, color=COLORS.get(policy))
+    ax.set_xlabel("load (mean arrival rate / calibrated service rate)")
+    ax.set_ylabel("mean JCT (s), median over rounds")
+    _finish(fig, ax, title, path)
+
+
 def write_plots(out_dir: Path, jcts_by_policy: dict, summaries: dict, samples_by_policy: dict,
-                title: str) -> list[str]:
+                title: str, summaries_by_load: dict | None = None) -> list[str]:
     out_dir = Path(out_dir)
     paths = [out_dir / "jct_cdf.png", out_dir / "jct_bars.png", out_dir / "queue_length.png"]
     plot_jct_cdf(jcts_by_policy, paths[0], title)
     plot_jct_bars(summaries, paths[1], title)
     plot_queue(samples_by_policy, paths[2], title)
+    if summaries_by_load and len(summaries_by_load) > 1:
+        paths.append(out_dir / "jct_vs_load.png")
+        plot_jct_vs_load({f"{k:g}" if isinstance(k, float) else k: v for k, v in summaries_by_load.items()},
+                         paths[-1], title.split(", load")[0])
     return [str(p) for p in paths]

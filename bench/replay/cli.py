@@ -1,16 +1,17 @@
-"""Command line of `python -m bench.replay`: options, --quick defaults, default data paths.
+"""Command line of `python -m bench.replay`: options, --quick defaults, default data paths, arms.
 
 Invariant: `parse_args` returns a namespace with every option resolved (no None left where a value
-is needed): an explicit option wins, then the --quick preset, then the full-run default.
+is needed): an explicit option wins, then the --quick preset, then the full-run default. An arm is
+a policy plus scheduler overrides: `ssjf`, or `ssjf@aging=linear@aging_tokens_per_s=10`.
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from dataclasses import dataclass
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "replay"
+from bench.common import FIXTURES, SHARED_DATA
+
+FIXTURE_DIR = FIXTURES / "replay"
 DEFAULT_TRACE = SHARED_DATA / "traces" / "azure_llm_2023_conv.csv"
 DEFAULT_PROMPTS = SHARED_DATA / "prompts" / "sharegpt_v3_first_turn.jsonl"
 FIXTURE_TRACE = FIXTURE_DIR / "azure_conv_arrivals.jsonl"
@@ -20,13 +21,35 @@ POLICIES = ("fcfs", "ssjf", "sjf-oracle")
 # Full run vs --quick (the quick preset must finish in < 10 min on a shared 2-core CPU box; see
 # README "Benchmarks -> live replay" for why these values make queueing, and so SJF, matter).
 PRESETS = {
-    "full": {"num_requests": 400, "load": 1.1, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
-             "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 600.0, "drain_timeout_s": 300.0,
-             "calibration_s": 30.0},
-    "quick": {"num_requests": 200, "load": 1.2, "num_replicas": 2, "max_batch_size": 2, "output_scale": 0.125,
-              "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 60.0, "drain_timeout_s": 30.0,
-              "calibration_s": 12.0},
+    "full": {"num_requests": 400, "loads": "1.3", "rounds": 3, "num_replicas": 2, "max_batch_size": 2,
+             "output_scale": 0.125, "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 120.0,
+             "drain_timeout_s": 60.0, "calibration_s": 30.0},
+    "quick": {"num_requests": 200, "loads": "1.3", "rounds": 2, "num_replicas": 2, "max_batch_size": 2,
+              "output_scale": 0.125, "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 60.0,
+              "drain_timeout_s": 30.0, "calibration_s": 12.0},
 }
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    policy: str
+    overrides: dict  # dotted config keys -> values (scheduler.policy included)
+
+
+def parse_arm(text: str) -> Arm:
+    import yaml
+
+    policy, *settings = text.split("@")
+    if policy not in POLICIES:
+        raise SystemExit(f"--policies: unknown policy {policy!r} in {text!r}; choose from {', '.join(POLICIES)}")
+    overrides = {"scheduler.policy": policy}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--policies: expected POLICY@KEY=VALUE, got {text!r}")
+        overrides[f"scheduler.{key}"] = yaml.safe_load(value)
+    return Arm(text, policy, overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="app config YAML (default: configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra dotted config override, e.g. predictor.checkpoint=PATH (repeatable)")
-    p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, run in this order")
+    p.add_argument("--policies", default=",".join(POLICIES),
+                   help="comma-separated arms, POLICY[@KEY=VALUE...] with scheduler keys, e.g. ssjf@aging=linear; "
+                        "round k starts at the k-th arm")
+    p.add_argument("--rounds", type=int, help="repeat every arm this many times, order rotated (quick 2, full 3)")
+    p.add_argument("--loads", help="comma-separated loads, each run in every round (quick and full: 1.3)")
     p.add_argument("--batching", choices=("none", "dynamic", "continuous"), default="continuous")
     p.add_argument("--num-replicas", type=int)
     p.add_argument("--max-batch-size", type=int, help="engine slots per replica")
     p.add_argument("--num-requests", type=int, help="arrivals taken from the trace (a window)")
     p.add_argument("--trace-start", type=int, default=0, help="index of the window's first arrival")
-    p.add_argument("--load", type=float, help="mean arrival rate / measured service rate (see README)")
+    p.add_argument("--load", type=float, help="one load (same as --loads LOAD): mean arrival rate / measured "
+                                              "service rate (see README)")
     p.add_argument("--service-rate-rps", type=float,
                    help="skip calibration: the cluster's service rate (requests/s) for this workload")
     p.add_argument("--calibration-s", type=float, help="closed-loop calibration length (s)")
@@ -57,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout-s", type=float, help="after the last arrival, wait at most this long")
     p.add_argument("--output-scale", type=float, help="replayed length = round(true length x scale)")
     p.add_argument("--max-output-tokens", type=int, help="cap on the replayed output length (0: none)")
+    p.add_argument("--client-max-tokens", type=int, default=1024,
+                   help="max_tokens every request sends, as a client default would (the replayed length "
+                        "goes only in benchmark-only fields, so it cannot leak into SSJF)")
     p.add_argument("--max-prompt-tokens", type=int, help="cut prompts to this many tokens (0: no cut)")
     p.add_argument("--split", choices=("test", "val", "heldout"), default="test",
                    help="predictor split the prompts come from (never train)")
@@ -70,13 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    if args.load is not None:
+        args.loads = str(args.load)
     for key, value in PRESETS["quick" if args.quick else "full"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    unknown = [p for p in args.policies if p not in POLICIES]
-    if unknown or not args.policies:
-        raise SystemExit(f"--policies: unknown {unknown}; choose from {', '.join(POLICIES)}")
+    args.loads = [float(x) for x in str(args.loads).split(",") if x.strip()]
+    args.arms = [parse_arm(p.strip()) for p in args.policies.split(",") if p.strip()]
+    args.labels = [arm.label for arm in args.arms]
+    args.policies = [arm.policy for arm in args.arms]
+    if not args.arms or len(set(args.labels)) != len(args.labels):
+        raise SystemExit(f"--policies: give distinct arms (got {args.labels})")
+    if args.rounds < 1 or not args.loads or min(args.loads) <= 0:
+        raise SystemExit("--rounds must be >= 1 and --loads positive")
     args.trace = args.trace or str(DEFAULT_TRACE if DEFAULT_TRACE.exists() else FIXTURE_TRACE)
     args.prompts = args.prompts or str(DEFAULT_PROMPTS if DEFAULT_PROMPTS.exists() else FIXTURE_PROMPTS)
     return args
@@ -92,6 +129,8 @@ def config_overrides(args: argparse.Namespace) -> dict:
             raise SystemExit(f"--set: expected KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     # The predictor was trained on unscaled response lengths: bring its predictions to the replayed
-    # (scaled) lengths so that aging weighs waiting against job size as in a real deployment.
-    return {"predictor.length_scale": args.output_scale, **out, "engine.batching": args.batching,
+    # (scaled) lengths, the unit of max_tokens and of linear aging. The replay's hidden stop length and
+    # the oracle's true length are benchmark-only fields: the app must accept them.
+    return {"predictor.length_scale": args.output_scale, "router.allow_benchmark_fields": True, **out,
+            "engine.batching": args.batching,
             "engine_replicas.num_replicas": args.num_replicas, "engine.max_batch_size": args.max_batch_size}

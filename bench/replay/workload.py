@@ -5,8 +5,10 @@ every run with the same seed and options) replays the identical requests. Only p
 in the predictor's held-out split are ever chosen: a prompt the predictor trained on never reaches it.
 
 Output lengths: `true` is the row's `output_tokens`, or its `response` counted with the demo model's
-tokenizer. The replayed length is `clip(round(true * output_scale), 1, max_output_tokens)`; it is sent
-as `max_tokens` with `ignore_eos`, so the engine generates exactly that many tokens.
+tokenizer. The replayed length is `clip(round(true * output_scale), 1, max_output_tokens)`. It is sent
+only in benchmark-only fields the ssjf key never reads (`bench_stop_after_tokens`: the engine stops
+there as if the model had; `oracle_output_tokens`: for sjf-oracle), under a realistic client
+`max_tokens` cap, so the replayed length never leaks into SSJF.
 """
 from __future__ import annotations
 
@@ -32,9 +34,9 @@ class WorkItem:
     index: int
     arrival_s: float  # offset from the start of the replay
     prompt: str
-    output_tokens: int  # replayed length: max_tokens with ignore_eos
+    output_tokens: int  # replayed length: where the engine stops (bench_stop_after_tokens)
     true_output_tokens: int  # the row's length before scaling/capping
-    oracle_output_tokens: int  # the replayed length in the predictor's units (output_tokens / scale)
+    max_tokens: int  # the client's cap, as a real client would send it (>= output_tokens)
 
 
 def demo_tokenizer():
@@ -96,9 +98,10 @@ def replayed_length(true_tokens: int, output_scale: float, max_output_tokens: Op
 
 def build_workload(arrivals_s: np.ndarray, pool: Sequence[PromptRow], seed: int, output_scale: float = 1.0,
                    max_output_tokens: Optional[int] = None, tokenizer=None,
-                   max_prompt_tokens: Optional[int] = None) -> list[WorkItem]:
+                   max_prompt_tokens: Optional[int] = None, client_max_tokens: int = 1024) -> list[WorkItem]:
     """One request per arrival; rows drawn from `pool` with a seeded generator (without replacement
-    when the pool is large enough). Prompts are cut to `max_prompt_tokens` when a tokenizer is given."""
+    when the pool is large enough). Prompts are cut to `max_prompt_tokens` when a tokenizer is given.
+    Every request carries the same client cap `max(client_max_tokens, its replayed length)`."""
     if not pool:
         raise ValueError("the prompt pool is empty (no held-out prompts in the prompt file?)")
     if not output_scale > 0:
@@ -111,8 +114,7 @@ def build_workload(arrivals_s: np.ndarray, pool: Sequence[PromptRow], seed: int,
         row = pool[int(pick)]
         prompt = truncate_prompt(row.prompt, tokenizer, max_prompt_tokens) if tokenizer else row.prompt
         out = replayed_length(row.true_output_tokens, output_scale, max_output_tokens)
-        items.append(WorkItem(i, float(arrival_s), prompt, out, row.true_output_tokens,
-                              max(1, int(round(out / output_scale)))))
+        items.append(WorkItem(i, float(arrival_s), prompt, out, row.true_output_tokens, max(out, client_max_tokens)))
     return items
 
 

@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from bench.replay_metrics import RequestResult
-from bench.replay_workload import WorkItem
+from bench.replay.metrics import RequestResult
+from bench.replay.workload import WorkItem
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -27,8 +27,9 @@ def check_loopback(base_url: str) -> None:
 
 
 def payload(item: WorkItem) -> dict:
-    return {"prompt": item.prompt, "max_tokens": item.output_tokens, "ignore_eos": True, "stream": True,
-            "temperature": 0, "oracle_output_tokens": item.oracle_output_tokens}
+    """A realistic cap in `max_tokens`; the replayed length only in benchmark-only fields."""
+    return {"prompt": item.prompt, "max_tokens": item.max_tokens, "stream": True, "temperature": 0,
+            "bench_stop_after_tokens": item.output_tokens, "oracle_output_tokens": item.output_tokens}
 
 
 async def send_one(session: aiohttp.ClientSession, url: str, item: WorkItem, clock: Callable[[], float],
@@ -57,11 +58,14 @@ async def send_one(session: aiohttp.ClientSession, url: str, item: WorkItem, clo
             elif chunk.get("usage"):
                 ssjf = chunk.get("ssjf") or {}
                 result.output_tokens = int(chunk["usage"]["completion_tokens"])
+                result.prompt_tokens = int(chunk["usage"]["prompt_tokens"])
                 result.predicted_output_tokens = ssjf.get("predicted_output_tokens")
                 result.queue_wait_s = ssjf.get("queue_wait_s")
                 result.replica = ssjf.get("replica")
-            elif result.first_token_s is None:
-                result.first_token_s = clock()
+            else:
+                result.token_times_s.append(clock())
+                if result.first_token_s is None:
+                    result.first_token_s = result.token_times_s[0]
     if result.finished_s is None and result.error is None:
         result.error = "truncated_stream"
     return result

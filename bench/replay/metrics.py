@@ -4,8 +4,11 @@ Invariant: every metric is a pure function of the `RequestResult` list (client-s
 since the replay's start) plus the SLO; failed requests count as errors and never as completions.
 
 Definitions (all documented in the summary too):
-- JCT: client-observed end-to-end latency, from sending the request to receiving its last chunk.
-- TTFT: from sending to the first streamed token; TPOT: (JCT - TTFT) / (output tokens - 1).
+- JCT (= E2E): client-observed end-to-end latency, from sending the request to receiving its last chunk.
+- TTFT: from sending to the first streamed token; TPOT: (JCT - TTFT) / (output tokens - 1);
+  ITL: gaps between consecutive streamed token chunks, pooled over requests (as vLLM bench serve).
+  Each is reported as mean / p50 / p90 / p99.
+- JCT by true-length tercile: requests split at the 1/3 and 2/3 quantiles of the replayed length.
 - throughput: completed requests (or output tokens) / (last completion - first send).
 - goodput: completed requests meeting the SLO `JCT <= jct_base_s + jct_per_token_s * output_tokens`,
   per second over the same span.
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 from scipy.stats import kendalltau
+
+from bench.common import percentile
 
 
 QUEUED_S = 0.05  # a request "queued" when it waited longer than this for a slot (frac_queued)
@@ -36,13 +41,15 @@ class RequestResult:
     first_token_s: Optional[float] = None
     finished_s: Optional[float] = None
     output_tokens: int = 0  # usage.completion_tokens from the server
-    expected_output_tokens: int = 0  # max_tokens sent (ignore_eos)
+    prompt_tokens: int = 0  # usage.prompt_tokens from the server
+    expected_output_tokens: int = 0  # the replayed length (bench_stop_after_tokens)
     predicted_output_tokens: Optional[float] = None
     queue_wait_s: Optional[float] = None
     replica: Optional[str] = None
     status: int = 0  # HTTP status; 200 when the stream finished cleanly
     error: Optional[str] = None  # "http_429", "timeout", "stream_error", ...
     detail: Optional[str] = None  # the server's error message, truncated
+    token_times_s: list = field(default_factory=list, repr=False)  # arrival of each token chunk (not saved)
 
     @property
     def ok(self) -> bool:
@@ -69,10 +76,6 @@ class Slo:
         return f"JCT <= {self.jct_base_s:g} s + {self.jct_per_token_s:g} s x output tokens"
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else math.nan
-
-
 def mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
@@ -93,6 +96,24 @@ def kendall_tau_b(predicted: Sequence[float], actual: Sequence[float]) -> float:
     return float(tau) if tau is not None else math.nan
 
 
+def distribution(values: Sequence[float], name: str) -> dict:
+    """`mean_<name>`, `p50_<name>`, `p90_<name>`, `p99_<name>`."""
+    out = {f"mean_{name}": mean(values)}
+    out.update({f"p{q}_{name}": percentile(values, q) for q in (50, 90, 99)})
+    return out
+
+
+def jct_by_tercile(results: Sequence[RequestResult]) -> dict:
+    """Mean JCT of completed requests in the short / medium / long third of replayed lengths."""
+    lengths = np.array([r.expected_output_tokens for r in results], dtype=np.float64)
+    if not len(lengths):
+        return {}
+    edges = np.quantile(lengths, [1 / 3, 2 / 3])
+    tercile = np.searchsorted(edges, lengths, side="right")
+    return {f"mean_jct_{name}_s": mean([r.jct_s for r, t in zip(results, tercile) if t == k and r.ok])
+            for k, name in enumerate(("short", "medium", "long"))}
+
+
 def summarize(results: Sequence[RequestResult], slo: Slo = Slo(), max_wait_s: float = 30.0) -> dict:
     """Metrics of one policy's replay (JSON-ready; NaN where undefined)."""
     ok = [r for r in results if r.ok]
@@ -103,6 +124,7 @@ def summarize(results: Sequence[RequestResult], slo: Slo = Slo(), max_wait_s: fl
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
     tpot = [(r.jct_s - r.ttft_s) / (r.output_tokens - 1) for r in ok
             if r.ttft_s is not None and r.output_tokens > 1]
+    itl = [b - a for r in ok for a, b in zip(r.token_times_s, r.token_times_s[1:])]
     waits = [r.queue_wait_s for r in ok if r.queue_wait_s is not None]
     tokens = sum(r.output_tokens for r in ok)
     pairs = [(r.predicted_output_tokens, r.expected_output_tokens) for r in ok
@@ -112,9 +134,9 @@ def summarize(results: Sequence[RequestResult], slo: Slo = Slo(), max_wait_s: fl
     return {
         "num_requests": len(results), "num_completed": len(ok), "num_errors": len(results) - len(ok),
         "errors": dict(Counter(r.error or "incomplete" for r in results if not r.ok)),
-        "mean_jct_s": mean(jct), "p50_jct_s": percentile(jct, 50), "p90_jct_s": percentile(jct, 90),
-        "p99_jct_s": percentile(jct, 99), "max_jct_s": max(jct) if jct else math.nan,
-        "mean_ttft_s": mean(ttft), "p99_ttft_s": percentile(ttft, 99), "mean_tpot_s": mean(tpot),
+        **distribution(jct, "jct_s"), "max_jct_s": max(jct) if jct else math.nan,
+        **distribution(ttft, "ttft_s"), **distribution(tpot, "tpot_s"), **distribution(itl, "itl_s"),
+        **jct_by_tercile(results),
         "throughput_rps": per_s(len(ok)), "output_tokens_per_s": per_s(tokens),
         "goodput_rps": per_s(num_met), "slo_attainment": num_met / len(results) if results else math.nan,
         "mean_queue_wait_s": mean(waits), "max_queue_wait_s": max(waits) if waits else math.nan,
