@@ -2,7 +2,7 @@
 
     python -m bench.engine [--quick] [--prompts PATH]
 
-Workload: ShareGPT first turns (default `/work/shared/data/prompts/sharegpt_v3_first_turn.jsonl`, rows
+Workload: ShareGPT first turns (default `../shared/data/prompts/sharegpt_v3_first_turn.jsonl`, rows
 {id, prompt, response}; falls back to the committed fixture `tests/fixtures/engine/sharegpt_64.jsonl`, rows
 {id, prompt, output_tokens}). Each request's output length is its real response length in demo-tokenizer
 tokens, scaled by --output-scale and clamped to [1, --max-output-tokens]; prompts are cut to
@@ -21,10 +21,11 @@ import time
 from collections import deque
 from pathlib import Path
 
+from bench.common import FIXTURES, SHARED_DATA
 from engine import Engine, EngineConfig, GenerationRequest, demo_tokenizer
 
-DEFAULT_PROMPTS = Path("/work/shared/data/prompts/sharegpt_v3_first_turn.jsonl")
-FIXTURE_PROMPTS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "engine" / "sharegpt_64.jsonl"
+DEFAULT_PROMPTS = SHARED_DATA / "prompts" / "sharegpt_v3_first_turn.jsonl"
+FIXTURE_PROMPTS = FIXTURES / "engine" / "sharegpt_64.jsonl"
 MODES = ("none", "dynamic", "continuous")
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from bench.common import percentile
 
 PROMPTS = [
     "Explain the difference between a process and a thread.",
@@ -30,8 +31,7 @@ PROMPTS = [
 
 
 def percentile_ms(samples_s: list[float], q: float) -> float:
-    ordered = sorted(samples_s)
-    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return 1000 * percentile(samples_s, 100 * q)
 
 
 def time_calls(fn, count: int) -> list[float]:

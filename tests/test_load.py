@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from bench.load import OVERLOAD_OVERRIDES, run_load
-from bench.load_traffic import KIND_SHARES
+from bench.load.run import OVERLOAD_OVERRIDES, run_load
+from bench.load.traffic import KIND_SHARES
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from bench.replay import client
 from bench.replay.cli import config_overrides, parse_args
-from bench.replay.metrics import RequestResult, Slo, summarize
+from bench.replay.metrics import Slo, summarize
 from bench.replay.plots import write_plots
 from bench.common import cpus_needed, deployed_app, load_app_config, serve_session
 from bench.replay.compare import compare_rounds, median_summaries

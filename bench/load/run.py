@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-import sys
 import time
 from collections import Counter
 from typing import Any, Optional
 
 import aiohttp
 
-from bench.load_traffic import Outcome, Planned, plan, send
+from bench.common import percentile
+from bench.load.traffic import Outcome, Planned, plan, send
 
 # Few slots and a short queue: at 200 concurrent clients the router must shed load with 429s.
 OVERLOAD_OVERRIDES = {
@@ -143,8 +142,8 @@ def summarize(outcomes: list[Outcome], num_requests: int, aborted: int, not_sent
         "lost_details": dict(lost_details.most_common(5)),
         "by_kind": {kind: dict(Counter(o.category for o in outcomes if o.kind == kind))
                     for kind in sorted({o.kind for o in outcomes})},
-        "p50_latency_s": _percentile(latencies, 0.50),
-        "p99_latency_s": _percentile(latencies, 0.99),
+        "p50_latency_s": round(percentile(latencies, 50), 4) if latencies else None,
+        "p99_latency_s": round(percentile(latencies, 99), 4) if latencies else None,
         "completed_per_s": round(by_category["completed"] / load_s, 2) if load_s else None,
         "start_router_rss_mb": start_rss,
         "peak_router_rss_mb": max(rss_samples + [start_rss, end_rss]),
@@ -159,12 +158,6 @@ def summarize(outcomes: list[Outcome], num_requests: int, aborted: int, not_sent
         "load_seconds": round(load_s, 2),
         "seconds": round(seconds, 2),
     }
-
-
-def _percentile(sorted_values: list[float], q: float) -> Optional[float]:
-    if not sorted_values:
-        return None
-    return round(sorted_values[min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1)], 4)
 
 
 def _run_with_local_app(args: argparse.Namespace) -> dict[str, Any]:
@@ -219,5 +212,3 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0 if summary["lost"] == 0 and summary["idle_after_load"] else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())

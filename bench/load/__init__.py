@@ -1,0 +1,1 @@
+"""Load test: mixed valid, invalid and disconnecting traffic against the app: `python -m bench.load`."""
