@@ -63,9 +63,22 @@ FRONTS = {"cluster": ClusterFront, "p2c": PowerOfTwoFront}
 
 @dataclass
 class Workload:
-    arrival_s: np.ndarray
+    arrival_s: np.ndarray  # non-decreasing
     true_output_tokens: np.ndarray
     predicted_output_tokens: np.ndarray
+    prompt_tokens: np.ndarray | None = None  # None: 0 for every request
+    record_fields: list[dict] | None = None  # per request: extra RequestRecord keywords (max_tokens, ...)
+
+    def records(self):
+        """RequestRecords in arrival order; request ids are the workload indices as strings."""
+        arrivals = self.arrival_s.tolist()
+        true = self.true_output_tokens.tolist()
+        pred = self.predicted_output_tokens.tolist()
+        prompt = [0] * len(arrivals) if self.prompt_tokens is None else self.prompt_tokens.tolist()
+        extra = self.record_fields or [{}] * len(arrivals)
+        return (RequestRecord(request_id=str(i), arrival_time_s=arrivals[i], predicted_output_tokens=pred[i],
+                              true_output_tokens=true[i], prompt_tokens=prompt[i], **extra[i])
+                for i in range(len(arrivals)))
 
 
 class Simulation:
@@ -76,15 +89,13 @@ class Simulation:
         self.front = front
         self.replicas = {f"r{i}": make_replica(batching, f"r{i}", cost, self) for i in range(num_replicas)}
         self.completion_s: dict[str, float] = {}
+        self.first_token_s: dict[str, float] = {}
         self.wait_s: dict[str, float] = {}
+        self.replica_of: dict[str, str] = {}
         self.num_rejected = 0
 
     def run(self, workload: Workload) -> None:
-        arrivals = workload.arrival_s.tolist()
-        true = workload.true_output_tokens.tolist()
-        pred = workload.predicted_output_tokens.tolist()
-        records = (RequestRecord(str(i), arrivals[i], pred[i], true[i]) for i in range(len(arrivals)))
-        self._next_arrival(records)
+        self._next_arrival(workload.records())
         self.loop.run()
 
     def _next_arrival(self, records) -> None:
@@ -102,9 +113,13 @@ class Simulation:
     def _deliver(self, dispatches: list[Dispatch], now_s: float) -> None:
         for d in dispatches:
             self.wait_s[d.request_id] = d.queue_wait_s
+            self.replica_of[d.request_id] = d.replica_id
             self.replicas[d.replica_id].deliver(d, now_s)
 
     # Host protocol
+    def first_token(self, dispatch: Dispatch, time_s: float) -> None:
+        self.first_token_s[dispatch.request_id] = time_s
+
     def completed(self, dispatch: Dispatch, time_s: float) -> None:
         self.completion_s[dispatch.request_id] = time_s
 
@@ -153,11 +168,18 @@ def metrics(sim: Simulation, workload: Workload) -> dict[str, float]:
     }
 
 
+def build_simulation(*, front: str, config: SchedulerConfig, batching: str, cost: CostModel, num_replicas: int,
+                     seed: int) -> Simulation:
+    """Replicas r0..r{n-1} with 1 slot (no batching) or `cost.batch_size` slots each."""
+    slots = 1 if batching == "none" else cost.batch_size
+    return Simulation(FRONTS[front](config, [f"r{i}" for i in range(num_replicas)], slots, seed),
+                      batching, cost, num_replicas)
+
+
 def simulate(workload: Workload, *, front: str, config: SchedulerConfig, batching: str, cost: CostModel,
              num_replicas: int, seed: int, burst_size: int = 0) -> dict[str, float]:
-    slots = 1 if batching == "none" else cost.batch_size
-    sim = Simulation(FRONTS[front](config, [f"r{i}" for i in range(num_replicas)], slots, seed),
-                     batching, cost, num_replicas)
+    sim = build_simulation(front=front, config=config, batching=batching, cost=cost, num_replicas=num_replicas,
+                           seed=seed)
     sim.run(workload)
     out = metrics(sim, workload)
     if burst_size:

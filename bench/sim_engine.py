@@ -4,17 +4,20 @@ Invariant: replicas only execute what the router dispatched to them; they never 
 private queue of requests beyond the batch being formed. A replica reports finished requests (and
 capacity changes) to its `host`, which calls the router and hands new dispatches back.
 
-Cost models (times in seconds, `a` = per-request overhead, `b` = per-token cost):
-- none:       one request at a time, job time a + b * tokens.
+Cost models (times in seconds, `a` = per-request overhead, `b` = per-token cost, `p` = prefill cost
+per prompt token, default 0; a request's first token comes at the end of its first step):
+- none:       one request at a time, job time a + p * prompt + b * tokens.
 - dynamic:    a static batch is formed from requests dispatched to an idle replica within
-              `batch_wait_s` (or until `batch_size` are there); it runs a + b * max(tokens) with
-              step cost b*(1 + growth*(n-1)). Each member *completes* (JCT) after a + its own
-              tokens' steps, but all slots free only when the whole batch finishes; while it runs
-              the replica reports capacity = batch members, so it receives nothing new.
+              `batch_wait_s` (or until `batch_size` are there); it runs a + p * sum(prompts) +
+              step * max(tokens) with step cost b + growth_s * (n - 1). Each member *completes*
+              (JCT) after the overhead, the prefill and its own tokens' steps, but all slots free
+              only when the whole batch finishes; while it runs the replica reports capacity =
+              batch members, so it receives nothing new.
 - continuous: iteration-level. Each step costs step_s(n) = b + growth_s * (n - 1) for n running
               sequences; sequences join at step boundaries, and a step in which k sequences join
-              costs an extra a * k (their prefill stalls the batch). A sequence leaves after its
-              `tokens`-th step. Between membership changes the steps are skipped analytically.
+              costs an extra a * k + p * (their prompt tokens) (their prefill stalls the batch). A
+              sequence leaves after its `tokens`-th step (the join step included). Between
+              membership changes the steps are skipped analytically.
 """
 from __future__ import annotations
 
@@ -53,14 +56,20 @@ class CostModel:
     step_growth_s: float = 0.0  # extra cost per step per additional sequence in the batch
     batch_size: int = 4
     batch_wait_s: float = 0.05  # dynamic batching's formation window
+    prefill_per_prompt_token_s: float = 0.0  # charged with the overhead when a request starts (p)
 
     def step_s(self, num_seqs: int) -> float:
         return self.per_token_s + self.step_growth_s * max(0, num_seqs - 1)
+
+    def prefill_s(self, dispatches: list[Dispatch]) -> float:
+        """Prefill of the prompts of requests starting together (overhead not included)."""
+        return self.prefill_per_prompt_token_s * sum(d.record.prompt_tokens for d in dispatches)
 
 
 class Host(Protocol):
     loop: EventLoop
 
+    def first_token(self, dispatch: Dispatch, time_s: float) -> None: ...
     def completed(self, dispatch: Dispatch, time_s: float) -> None: ...
     def release(self, replica_id: str, request_ids: list[str], now_s: float, num_slots: int | None = None) -> None: ...
     def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> None: ...
@@ -96,10 +105,11 @@ class BatchReplica:
         self._window_open, self._running = False, True
         self._formation += 1
         step_s = self.cost.step_s(len(members))
-        overhead_s = self.cost.request_overhead_s
+        startup_s = self.cost.request_overhead_s + self.cost.prefill_s(members)
         for d in members:
-            self.host.completed(d, now_s + overhead_s + step_s * max(1, d.record.true_output_tokens))
-        end_s = now_s + overhead_s + step_s * max(max(1, d.record.true_output_tokens) for d in members)
+            self.host.first_token(d, now_s + startup_s + step_s)
+            self.host.completed(d, now_s + startup_s + step_s * max(1, d.record.true_output_tokens))
+        end_s = now_s + startup_s + step_s * max(max(1, d.record.true_output_tokens) for d in members)
         if len(members) < self.batch_size:
             self.host.set_capacity(self.replica_id, len(members), now_s)
         self.host.loop.at(end_s, self._on_batch_end, [d.request_id for d in members])
@@ -166,13 +176,15 @@ class ContinuousReplica:
     def _start_segment(self, now_s: float) -> None:
         for d in self._joining:
             self._members[d.request_id] = [d, max(1, d.record.true_output_tokens)]
-        self._seg_prefill_s = self.cost.request_overhead_s * len(self._joining)
-        self._joining = []
+        joined, self._joining = self._joining, []
+        self._seg_prefill_s = self.cost.request_overhead_s * len(joined) + self.cost.prefill_s(joined)
         if not self._members:
             self._busy = False
             return
         self._seg_start_s = now_s
         self._seg_step_s = self.cost.step_s(len(self._members))
+        for d in joined:
+            self.host.first_token(d, self._boundary_s(1))
         steps = min(m[1] for m in self._members.values())
         self._schedule(self._boundary_s(steps), steps)
 
@@ -187,9 +199,11 @@ def make_replica(batching: str, replica_id: str, cost: CostModel, host: Host):
     raise ValueError(f"unknown batching {batching!r}; valid: none, dynamic, continuous")
 
 
-def nominal_capacity_rps(batching: str, cost: CostModel, mean_tokens: float, mean_max_tokens: float) -> float:
+def nominal_capacity_rps(batching: str, cost: CostModel, mean_tokens: float, mean_max_tokens: float,
+                         mean_prompt_tokens: float = 0.0) -> float:
     """Rough requests/s one replica sustains; used to turn a target load into an arrival rate."""
-    a, b = cost.request_overhead_s, cost.per_token_s
+    a = cost.request_overhead_s + cost.prefill_per_prompt_token_s * mean_prompt_tokens
+    b = cost.per_token_s
     if batching == "none":
         return 1.0 / (a + b * mean_tokens)
     n = cost.batch_size

@@ -50,10 +50,13 @@ def load_lengths_csv(path: str) -> Lengths:
     return Lengths(np.maximum(np.asarray(true, dtype=np.int64), 1), mapping[cls])
 
 
+def sample_indices(size: int, num: int, rng: np.random.Generator) -> np.ndarray:
+    """`num` row indices into `size` rows, without replacement when there are enough rows."""
+    return rng.choice(size, size=num, replace=num > size)
+
+
 def sample(lengths: Lengths, num: int, rng: np.random.Generator) -> Lengths:
-    """`num` rows, without replacement when the source is large enough."""
-    size = lengths.true_output_tokens.size
-    idx = rng.choice(size, size=num, replace=num > size)
+    idx = sample_indices(lengths.true_output_tokens.size, num, rng)
     return Lengths(lengths.true_output_tokens[idx], lengths.predicted_output_tokens[idx])
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench import simulate as sim_cli
 from bench import sim_workload as wl
-from bench.sim_cluster import Workload, simulate
+from bench.sim_cluster import Workload, build_simulation, simulate
 from bench.sim_engine import CostModel
 from router import SchedulerConfig
 
@@ -31,13 +31,17 @@ def skewed_workload(num, rate_rps, seed=0):
                     lengths.predicted_output_tokens)
 
 
-def single(tokens, arrivals, batching, cost=PAPER_COST):
-    w = Workload(np.asarray(arrivals, float), np.asarray(tokens), np.asarray(tokens, float))
-    from bench.sim_cluster import ClusterFront, Simulation
-
-    sim = Simulation(ClusterFront(cfg("fcfs"), ["r0"], 1 if batching == "none" else cost.batch_size, 0),
-                     batching, cost, 1)
+def run_single(tokens, arrivals, batching, cost=PAPER_COST, prompts=None):
+    """One replica, FCFS; returns the finished Simulation."""
+    w = Workload(np.asarray(arrivals, float), np.asarray(tokens), np.asarray(tokens, float),
+                 None if prompts is None else np.asarray(prompts))
+    sim = build_simulation(front="cluster", config=cfg("fcfs"), batching=batching, cost=cost, num_replicas=1, seed=0)
     sim.run(w)
+    return sim
+
+
+def single(tokens, arrivals, batching, cost=PAPER_COST):
+    sim = run_single(tokens, arrivals, batching, cost)
     return [sim.completion_s[str(i)] for i in range(len(tokens))]
 
 
@@ -57,6 +61,24 @@ def test_cost_models_single_and_joined_requests():
     # continuous: a join at t=1.01 happens at the next step boundary (1.02) and stalls the batch 0.1 s
     done = single([100, 10], [0.0, 1.01], "continuous")
     assert done == pytest.approx([2.1 + 0.1, 1.02 + 0.1 + 0.2])
+
+
+@pytest.mark.timeout(30)
+def test_prefill_per_prompt_token_and_first_token_times():
+    cost = CostModel(prefill_per_prompt_token_s=0.001)  # 0.1 s + 1 ms/prompt token + 0.02 s/token
+    sim = run_single([100, 10], [0.0, 0.0], "none", cost, prompts=[50, 200])
+    assert [sim.first_token_s["0"], sim.completion_s["0"]] == pytest.approx([0.17, 2.15])
+    assert [sim.first_token_s["1"], sim.completion_s["1"]] == pytest.approx([2.15 + 0.32, 2.15 + 0.5])
+    # dynamic: one batch, one overhead, both prompts prefilled together
+    sim = run_single([100, 10], [0.0, 0.0], "dynamic", cost, prompts=[50, 200])
+    assert sim.first_token_s["0"] == sim.first_token_s["1"] == pytest.approx(0.05 + 0.35 + 0.02)
+    # continuous: steps end at 0.15 + 0.02 k; a join at t=1.02 waits for 1.03, then stalls the batch
+    # by its overhead + its prompt (0.3 s) before the step that yields its first token
+    sim = run_single([100, 10], [0.0, 1.02], "continuous", cost, prompts=[50, 200])
+    assert sim.first_token_s["1"] == pytest.approx(1.03 + 0.3 + 0.02)
+    assert sim.completion_s["0"] == pytest.approx(2.15 + 0.3)
+    assert sim.replica_of == {"0": "r0", "1": "r0"}
+    assert single([100], [0.0], "none") == [run_single([100], [0.0], "none", cost, prompts=[0]).completion_s["0"]]
 
 
 @pytest.mark.timeout(60)
