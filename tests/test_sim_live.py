@@ -1,4 +1,4 @@
-"""Tests for bench/sim_live.py: the cost fit recovers a known simulator, the replay agrees with it,
+"""Tests for bench/sim/live.py: the cost fit recovers a known simulator, the replay agrees with it,
 extrapolation runs, and bad input fails naming the file (and line)."""
 import json
 from dataclasses import asdict, replace
@@ -6,10 +6,10 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from bench import sim_live
-from bench import sim_workload as wl
-from bench.sim_cluster import Workload
-from bench.sim_engine import CostModel
+from bench.sim import live as sim_live
+from bench.sim import workload as wl
+from bench.sim.cluster import Workload
+from bench.sim.engine import CostModel
 from router import POLICIES, SchedulerConfig
 
 KNOWN_COST = CostModel(request_overhead_s=0.05, per_token_s=0.02, step_growth_s=0.004, batch_size=4,

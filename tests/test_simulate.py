@@ -1,4 +1,4 @@
-"""Tests for the discrete-event simulator (bench/simulate.py and helpers)."""
+"""Tests for the discrete-event simulator (bench/sim/run.py and helpers)."""
 import json
 import math
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import simulate as sim_cli
-from bench import sim_workload as wl
-from bench.sim_cluster import Workload, build_simulation, simulate
-from bench.sim_engine import CostModel
+from bench.sim import run as sim_cli
+from bench.sim import workload as wl
+from bench.sim.cluster import Workload, build_simulation, simulate
+from bench.sim.engine import CostModel
 from router import SchedulerConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sim" / "lengths_sample.csv"

@@ -3,8 +3,8 @@
 Invariant: the simulator never orders requests itself; every queueing decision is a call into the
 same router.Scheduler the live router deployment uses. Everything is seeded and deterministic.
 
-    python -m bench.simulate                        # 100k requests, 64 replicas, compare fronts/policies
-    python -m bench.simulate --reproduce-paper /work/shared/data/lengths/lmsys_vicuna13b_lengths_with_ssjf_cls_predictions.csv
+    python -m bench.sim                        # 100k requests, 64 replicas, compare fronts/policies
+    python -m bench.sim --reproduce-paper /work/shared/data/lengths/lmsys_vicuna13b_lengths_with_ssjf_cls_predictions.csv
 
 The last stdout line is JSON.
 """
@@ -20,9 +20,9 @@ import numpy as np
 
 from router import (AGING_KINDS, DEFAULT_AGING, DEFAULT_AGING_HALF_LIFE_S, DEFAULT_AGING_TOKENS_PER_S,
                     DEFAULT_MAX_WAIT_S, SchedulerConfig)
-from bench import sim_workload as wl
-from bench.sim_cluster import Workload, simulate
-from bench.sim_engine import CostModel, nominal_capacity_rps
+from bench.sim import workload as wl
+from bench.sim.cluster import Workload, simulate
+from bench.sim.engine import CostModel, nominal_capacity_rps
 
 DEFAULT_CONFIGS = "cluster:ssjf,p2c:ssjf,cluster:fcfs,p2c:fcfs,cluster:sjf-oracle"
 PAPER_MODES = {"no_batching": "none", "dynamic": "dynamic", "continuous": "continuous"}
@@ -30,7 +30,7 @@ NO_GUARD = dict(aging="linear", aging_tokens_per_s=0.0, max_wait_s=math.inf)  # 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.sim", description=__doc__.split("\n")[0])
     p.add_argument("--num-requests", type=int, default=100_000)
     p.add_argument("--replicas", type=int, default=64)
     p.add_argument("--batching", choices=("none", "dynamic", "continuous"), default="none")

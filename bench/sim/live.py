@@ -6,10 +6,10 @@ from those same rows; every ordering decision is still router.Scheduler's. Times
 client clock from the start of each policy run. Simulated runs are emitted in the live row format,
 so one set of statistics (and the fit itself) applies to both.
 
-    python -m bench.sim_live --run DIR [--json]
-    python -m bench.sim_live --run DIR --replicas 64 --loads 0.5,0.75,1.0,1.25,1.5 [--cost fitted|gpu]
+    python -m bench.sim.live --run DIR [--json]
+    python -m bench.sim.live --run DIR --replicas 64 --loads 0.5,0.75,1.0,1.25,1.5 [--cost fitted|gpu]
 
-The fit is the simulator's own cost model (bench.sim_engine: a = overhead per request, p = prefill
+The fit is the simulator's own cost model (bench.sim.engine: a = overhead per request, p = prefill
 per prompt token, step(n) = b + g * (n - 1) for n sequences on a replica), solved by non-negative
 least squares over two kinds of rows, with n, k and joins read from the rows' replica ids and times:
 - first token: engine TTFT (first token - sent - queue wait) = boundary wait + a * k + p * (prompt
@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
-from bench import sim_workload as wl
-from bench.sim_cluster import Workload, build_simulation, simulate
-from bench.sim_engine import CostModel, nominal_capacity_rps
+from bench.sim import workload as wl
+from bench.sim.cluster import Workload, build_simulation, simulate
+from bench.sim.engine import CostModel, nominal_capacity_rps
 from router import POLICIES, SchedulerConfig
 
 REQUIRED_KEYS = ("policy", "index", "sent_s", "expected_output_tokens")
@@ -628,7 +628,7 @@ def request_pool(groups: dict[RunKey, Requests], setup: Setup) -> Workload:
 
 
 def capacity_rps(batching: str, cost: CostModel, workload: Workload) -> float:
-    """bench.sim_engine.nominal_capacity_rps of one replica for this request mix."""
+    """bench.sim.engine.nominal_capacity_rps of one replica for this request mix."""
     true = workload.true_output_tokens
     groups = true[: (true.size // cost.batch_size) * cost.batch_size].reshape(-1, cost.batch_size)
     mean_max = float(groups.max(axis=1).mean()) if groups.size else float(true.mean())
@@ -670,7 +670,7 @@ def _loads(text: str) -> list[float]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.sim_live", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.sim.live", description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, metavar="DIR", help="live replay output (requests.jsonl, summary.json)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from router import Dispatch, QueueFullError, RequestRecord, Scheduler, SchedulerConfig
-from bench.sim_engine import CostModel, EventLoop, make_replica
+from bench.sim.engine import CostModel, EventLoop, make_replica
 
 
 class ClusterFront:
@@ -82,7 +82,7 @@ class Workload:
 
 
 class Simulation:
-    """Host for the replicas (see bench.sim_engine.Host)."""
+    """Host for the replicas (see bench.sim.engine.Host)."""
 
     def __init__(self, front, batching: str, cost: CostModel, num_replicas: int) -> None:
         self.loop = EventLoop()
