@@ -13,7 +13,7 @@ import torch
 from scipy.stats import kendalltau
 from tqdm import tqdm
 
-from .heads import Head, assemble, fit_calibration, quantile_buckets
+from .heads import Head, assemble, quantile_buckets
 from .lora import add_lora, merge_lora
 
 
@@ -95,9 +95,7 @@ def calibrate(head: Head, x: torch.Tensor, m: torch.Tensor, y: np.ndarray) -> No
         return
     with torch.inference_mode():
         s = head.score(head(x, m)).numpy()
-    xs, ys = fit_calibration(s, y)
-    head.calib_scores.resize_(len(xs)).copy_(torch.tensor(xs, dtype=torch.float32))
-    head.calib_log_tokens.resize_(len(ys)).copy_(torch.tensor(ys, dtype=torch.float32))
+    head.calibrate(s, y)
 
 
 def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.Tensor, y: np.ndarray,

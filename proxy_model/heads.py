@@ -3,12 +3,14 @@
 Invariant: for every head kind, `Head.tokens(raw)` is strictly monotone in `Head.score(raw)`, so
 ranking requests by predicted tokens is ranking by the head's score (SSJF order).
 - regression: score = predicted log tokens; tokens = exp(score)
-- classification: K quantile buckets of the training labels; score = expected log bucket median
+- classification: K quantile buckets of the training labels; score = expected log bucket median;
+  tokens = exp(score), which shrinks toward the median
 - ranking: pairwise logistic loss; score -> tokens by quantile mapping fitted on training rows
+A head whose calibration buffers are non-empty (ranking always; any head after `Head.calibrate`,
+e.g. by `python -m proxy_model.calibrate` on val rows) maps score -> log tokens through that strictly
+monotone quantile mapping instead, so predicted tokens spread like the labels and the order is kept.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -41,7 +43,8 @@ class Head(nn.Module):
         out_dim = num_buckets if kind == "classification" else 1
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
-        # classification: log medians of buckets; ranking: calibration grid (score, log tokens)
+        # classification: log medians of buckets; calibration grid (score, log tokens): ranking
+        # always, other kinds once calibrated (empty = none)
         self.register_buffer("bucket_log_medians", torch.zeros(num_buckets if kind == "classification" else 0))
         self.register_buffer("calib_scores", torch.zeros(0))
         self.register_buffer("calib_log_tokens", torch.zeros(0))
@@ -76,11 +79,20 @@ class Head(nn.Module):
         return raw[:, 0]
 
     def tokens(self, raw: torch.Tensor) -> np.ndarray:
-        s = self.score(raw).detach().double().cpu().numpy()
-        if self.kind in ("regression", "classification"):
+        return self.score_tokens(self.score(raw).detach().double().cpu().numpy())
+
+    def score_tokens(self, s: np.ndarray) -> np.ndarray:
+        """Tokens for scores: exp(score), or exp(quantile mapping) when calibration is present."""
+        if self.calib_scores.numel() == 0:
             return np.exp(s)
-        return np.exp(interp_extrapolate(s, self.calib_scores.double().numpy(),
-                                         self.calib_log_tokens.double().numpy()))
+        return np.exp(interp_extrapolate(s, self.calib_scores.double().cpu().numpy(),
+                                         self.calib_log_tokens.double().cpu().numpy()))
+
+    def calibrate(self, scores: np.ndarray, tokens: np.ndarray) -> None:
+        """Fit and store the score -> log tokens quantile mapping on (scores, label tokens) rows."""
+        xs, ys = fit_calibration(scores, tokens)
+        self.calib_scores.resize_(len(xs)).copy_(torch.tensor(xs, dtype=torch.float32))
+        self.calib_log_tokens.resize_(len(ys)).copy_(torch.tensor(ys, dtype=torch.float32))
 
 
 def model_index(known: list[str], names: list[str | None] | None, n: int) -> torch.Tensor:
@@ -123,10 +135,10 @@ def fit_calibration(scores: np.ndarray, tokens: np.ndarray, points: int = 101) -
 
 
 def interp_extrapolate(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Piecewise-linear through (xs, ys), extended linearly with the end slopes (stays monotone)."""
-    out = np.interp(x, xs, ys)
+    """Piecewise-linear through (xs, ys); beyond the ends y moves on by log1p(end slope * distance),
+    which starts with the end slope and stays strictly monotone and finite (exp(y) > 0, no clip)."""
     lo_slope = (ys[1] - ys[0]) / max(xs[1] - xs[0], 1e-12)
     hi_slope = (ys[-1] - ys[-2]) / max(xs[-1] - xs[-2], 1e-12)
-    out = np.where(x < xs[0], ys[0] + (x - xs[0]) * lo_slope, out)
-    out = np.where(x > xs[-1], ys[-1] + (x - xs[-1]) * hi_slope, out)
-    return np.clip(out, math.log(MIN_TOKENS), math.log(1e6))
+    below = ys[0] - np.log1p(lo_slope * np.maximum(xs[0] - x, 0.0))
+    above = ys[-1] + np.log1p(hi_slope * np.maximum(x - xs[-1], 0.0))
+    return np.where(x < xs[0], below, np.where(x > xs[-1], above, np.interp(x, xs, ys)))

@@ -1,9 +1,10 @@
 """Predictor = Encoder + Head, and its checkpoint format.
 
-A checkpoint directory holds `config.json` (everything but weights, incl. split seed and metrics),
-`head.safetensors` and, for fine-tuned backbones, `backbone_delta.safetensors` (only the tuned
-layers, float16) or `backbone_lora.safetensors` (LoRA factors merged at load); the rest comes from
-the pip-installed/HF backbone named in config.
+A checkpoint directory holds `config.json` (everything but weights, incl. split seed, metrics and
+an optional `calibration` note), `head.safetensors` (weights and buffers, incl. the score -> tokens
+calibration grid when present) and, for fine-tuned backbones, `backbone_delta.safetensors` (only
+the tuned layers, float16) or `backbone_lora.safetensors` (LoRA factors merged at load); the rest
+comes from the pip-installed/HF backbone named in config.
 Invariant: `predict` returns strictly positive token counts, monotone in the head's score.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .encoder import Encoder, default_backbone
@@ -57,6 +59,10 @@ class Predictor:
 
     def predict(self, prompts: list[str], model_names: list[str] | None = None) -> list[float]:
         """Predicted output tokens (> 0) per prompt; unknown/None model names use the default."""
+        return [float(t) for t in self.head.score_tokens(self.scores(prompts, model_names))]
+
+    def scores(self, prompts: list[str], model_names: list[str] | None = None) -> np.ndarray:
+        """The head's score per prompt (float64), which `predict` maps monotonically to tokens."""
         if model_names is not None and len(model_names) != len(prompts):
             raise ValueError("model_names must be None or as long as prompts")
         out: list[float] = []
@@ -65,8 +71,8 @@ class Predictor:
                 part = prompts[i : i + self.batch_size]
                 names = model_names[i : i + self.batch_size] if model_names is not None else None
                 raw = self.head(self.features(part), self.head.model_index(names, len(part)))
-                out.extend(float(t) for t in self.head.tokens(raw))
-        return out
+                out.extend(self.head.score(raw).double().cpu().tolist())
+        return np.asarray(out, dtype=float)
 
     def save(self, directory: str | Path, finetuned: dict[str, torch.Tensor] | None = None) -> Path:
         from safetensors.torch import save_file
