@@ -1,12 +1,15 @@
-"""Tests for bench/sim/live.py: the cost fit recovers a known simulator, the replay agrees with it,
-extrapolation runs, and bad input fails naming the file (and line)."""
+"""Tests for bench/sim/live.py, records.py, fit.py and extrapolate.py: the cost fit recovers a known
+simulator, the replay agrees with it, extrapolation runs, and bad input fails naming the file (and line)."""
 import json
 from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 
+from bench.sim import extrapolate as sim_extrapolate
+from bench.sim import fit as sim_fit
 from bench.sim import live as sim_live
+from bench.sim import records
 from bench.sim import workload as wl
 from bench.sim.cluster import Workload
 from bench.sim.engine import CostModel
@@ -22,22 +25,22 @@ def synthetic_run(run_dir, batching, cost=KNOWN_COST, num=600, loads=(0.9,), rou
     (median 30, <= 128 tokens), noisy predictions, 10-255 prompt tokens, Poisson arrivals; one
     workload per (load, round), replayed by every arm."""
     labels = list(arms) if arms else list(POLICIES)
-    setup = sim_live.Setup(batching, replicas, cost.batch_size, cost.batch_wait_s, SCHEDULER, arms or {})
+    setup = records.Setup(batching, replicas, cost.batch_size, cost.batch_wait_s, SCHEDULER, arms or {})
     rows = []
     for load in loads:
         for round_ in range(rounds):
             rng = np.random.default_rng([round_, int(100 * load)])
             true = np.clip(np.round(rng.lognormal(np.log(30.0), 0.9, num)), 1, 128).astype(np.int64)
             mix = Workload(np.zeros(num), true, true * rng.lognormal(0.0, 0.5, num), rng.integers(10, 256, num))
-            rate_rps = load * replicas * sim_live.capacity_rps(batching, cost, mix)
+            rate_rps = load * replicas * sim_extrapolate.capacity_rps(batching, cost, mix)
             workload = replace(mix, arrival_s=wl.poisson_arrivals_s(num, rate_rps, rng))
             for label in labels:
                 rows += sim_live.simulated_rows(workload, np.arange(num), (load, round_, label), setup=setup,
                                                 cost=cost, seed=0)
-    sim_live.write_run(run_dir, rows, {"batching": batching, "num_replicas": replicas,
-                                       "max_batch_size": cost.batch_size, "batch_wait_s": cost.batch_wait_s,
-                                       "scheduler": SCHEDULER, "arms": arms or {}, "loads": list(loads)},
-                       primary_load=loads[-1])
+    records.write_run(run_dir, rows, {"batching": batching, "num_replicas": replicas,
+                                      "max_batch_size": cost.batch_size, "batch_wait_s": cost.batch_wait_s,
+                                      "scheduler": SCHEDULER, "arms": arms or {}, "loads": list(loads)},
+                      primary_load=loads[-1])
     return run_dir
 
 
@@ -69,9 +72,9 @@ def test_fit_recovers_known_costs_and_replay_matches(tmp_path, capsys, batching)
 @pytest.mark.timeout(60)
 def test_fit_is_deterministic_and_weights_decode_rows(tmp_path):
     run_dir = synthetic_run(tmp_path, "continuous", loads=(1.2,), num=400)
-    setup = sim_live.read_setup(run_dir / "summary.json")
-    groups = sim_live.to_requests(sim_live.read_rows(run_dir / "requests.jsonl"))
-    first, second = sim_live.fit_cost(groups, setup), sim_live.fit_cost(groups, setup)
+    setup = records.read_setup(run_dir / "summary.json")
+    groups = records.to_requests(records.read_rows(run_dir / "requests.jsonl"))
+    first, second = sim_fit.fit_cost(groups, setup), sim_fit.fit_cost(groups, setup)
     assert first == second
     assert first.quality["tpot_resid_sd_s"] < 0.1 * first.quality["ttft_resid_sd_s"]
     assert abs(first.quality["tpot_other_replica_slope_s"]) < 1e-4  # replicas are independent in the sim
@@ -87,9 +90,9 @@ def test_replay_passes_record_fields_to_the_router(tmp_path, capsys):
     sim = run_cli(capsys, "--run", run_dir)["agreement"]
     assert sim["ssjf"]["sim"] == pytest.approx(sim["sjf-oracle"]["sim"])
     # a run-wide client cap reaches the router as max_tokens unless the row states its own
-    req = next(iter(sim_live.to_requests(rows).values()))
-    setup = replace(sim_live.read_setup(run_dir / "summary.json"), client_max_tokens=64)
-    fields = sim_live.replay_workload(req, setup).record_fields
+    req = next(iter(records.to_requests(rows).values()))
+    setup = replace(records.read_setup(run_dir / "summary.json"), client_max_tokens=64)
+    fields = records.replay_workload(req, setup).record_fields
     assert fields == [{"max_tokens": max(int(t), 64)} for t in req.expected_output_tokens]
 
 
@@ -99,7 +102,7 @@ def test_load_sweep_rounds_and_arms(tmp_path, capsys):
     arms = {"fcfs": {"scheduler.policy": "fcfs"}, "ssjf": {"scheduler.policy": "ssjf"},
             "ssjf@aging=linear": {"scheduler.policy": "ssjf", "scheduler.aging": "linear"}}
     run_dir = synthetic_run(tmp_path, "continuous", num=250, loads=(0.6, 1.2), rounds=2, arms=arms)
-    assert sim_live.read_setup(run_dir / "summary.json").config("ssjf@aging=linear") == \
+    assert records.read_setup(run_dir / "summary.json").config("ssjf@aging=linear") == \
         SchedulerConfig.from_dict({**SCHEDULER, "policy": "ssjf", "aging": "linear"})
     out = run_cli(capsys, "--run", run_dir)
     assert list(out["agreement"]) == list(arms) and out["details"]["primary_load"] == 1.2
@@ -132,8 +135,8 @@ def test_extrapolation_reports_each_load(tmp_path, capsys, cost):
 def test_missing_files_are_named(tmp_path, capsys):
     assert sim_live.main(["--run", str(tmp_path)]) == 2
     assert f"{tmp_path / 'summary.json'}: no such file" in capsys.readouterr().err
-    with pytest.raises(sim_live.RunError, match="requests.jsonl: no such file"):
-        sim_live.read_rows(tmp_path / "requests.jsonl")
+    with pytest.raises(records.RunError, match="requests.jsonl: no such file"):
+        records.read_rows(tmp_path / "requests.jsonl")
 
 
 @pytest.mark.timeout(60)
@@ -146,11 +149,11 @@ def test_malformed_rows_name_file_and_line(tmp_path):
              ({**good, "policy": "lifo"}, "unknown policy 'lifo'")]
     for bad, message in cases:
         path.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
-        with pytest.raises(sim_live.RunError, match=f"^{path}:3: {message}"):
-            sim_live.read_rows(path)
+        with pytest.raises(records.RunError, match=f"^{path}:3: {message}"):
+            records.read_rows(path)
     path.write_text(json.dumps(good) + "\n{not json\n")
-    with pytest.raises(sim_live.RunError, match=f"^{path}:2: not JSON"):
-        sim_live.read_rows(path)
+    with pytest.raises(records.RunError, match=f"^{path}:2: not JSON"):
+        records.read_rows(path)
 
 
 @pytest.mark.timeout(60)
@@ -158,13 +161,13 @@ def test_bad_setup_is_named(tmp_path):
     path = tmp_path / "summary.json"
     setup = {"batching": "continuous", "num_replicas": 2, "max_batch_size": 4, "scheduler": {}}
     path.write_text(json.dumps({"setup": {k: v for k, v in setup.items() if k != "scheduler"}}))
-    with pytest.raises(sim_live.RunError, match=r"summary.json: setup lacks \['scheduler'\]"):
-        sim_live.read_setup(path)
+    with pytest.raises(records.RunError, match=r"summary.json: setup lacks \['scheduler'\]"):
+        records.read_setup(path)
     path.write_text(json.dumps({"setup": {**setup, "scheduler": {"max_wait": 3}}}))
-    with pytest.raises(sim_live.RunError, match=r"summary.json: setup.scheduler \(arm 'fcfs'\) is not a valid"):
-        sim_live.read_setup(path)
+    with pytest.raises(records.RunError, match=r"summary.json: setup.scheduler \(arm 'fcfs'\) is not a valid"):
+        records.read_setup(path)
     path.write_text(json.dumps({"setup": {**setup, "arms": {"ssjf@aging=slow": {"scheduler.aging": "slow"}}}}))
-    with pytest.raises(sim_live.RunError, match=r"\(arm 'ssjf@aging=slow'\) is not a valid SchedulerConfig"):
-        sim_live.read_setup(path)
+    with pytest.raises(records.RunError, match=r"\(arm 'ssjf@aging=slow'\) is not a valid SchedulerConfig"):
+        records.read_setup(path)
     path.write_text(json.dumps({"setup": {**setup, "scheduler": {"policy": "fcfs", "max_wait_s": 3.0}}}))
-    assert sim_live.read_setup(path).config("ssjf") == SchedulerConfig(policy="ssjf", max_wait_s=3.0)
+    assert records.read_setup(path).config("ssjf") == SchedulerConfig(policy="ssjf", max_wait_s=3.0)
