@@ -162,3 +162,17 @@ def test_quick_preset_and_explicit_options_win():
     assert explicit.num_requests == 12 and explicit.policies == ["ssjf"]
     with pytest.raises(SystemExit):
         parse_args(["--policies", "lifo"])
+
+
+@pytest.mark.timeout(60)
+def test_cli_names_file_and_line_of_a_bad_row(tmp_path, capsys):
+    from bench.replay.run import main
+
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"timestamp": 0}\n{"timestamp": "soon"}\n')
+    with pytest.raises(SystemExit, match=rf"error: {trace}:2: 'timestamp' must be a number"):
+        main(["--trace", str(trace), "--prompts", str(FIXTURE_PROMPTS), "--out", str(tmp_path / "out")])
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi", "output_tokens": 3}\n{"prompt": 5}\n')
+    with pytest.raises(SystemExit, match=rf"error: {prompts}:2: "):
+        main(["--trace", str(FIXTURE_TRACE), "--prompts", str(prompts), "--out", str(tmp_path / "out")])

@@ -28,7 +28,7 @@ from bench.replay.plots import write_plots
 from bench.common import cpus_needed, deployed_app, load_app_config, serve_session
 from bench.replay.compare import compare_rounds, median_summaries
 from bench.replay.report import comparison_lines, dumps, table
-from bench.replay.trace import mean_rate_rps, read_trace, scale_to_rate, window
+from bench.replay.trace import TraceError, mean_rate_rps, read_trace, scale_to_rate, window
 from bench.replay.workload import build_workload, demo_tokenizer, fingerprint, load_prompt_rows
 
 CALIBRATION_SEED_OFFSET = 1000  # calibration draws its own requests from the same pool
@@ -259,8 +259,13 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> None:
+    from proxy_model.data import DataError
+
     args = parse_args(argv)
-    report = run(args)
+    try:
+        report = run(args)
+    except (TraceError, DataError) as exc:  # bad input files: one clear line naming file and line
+        raise SystemExit(f"error: {exc}") from None
     for load, rep in report["loads"].items():
         print(f"load {load}: medians over {args.rounds} rounds (JCT, TTFT, TPOT, ITL in s; goodput SLO "
               f"{report['setup']['slo']})")
