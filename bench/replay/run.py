@@ -214,6 +214,7 @@ def write_outputs(out_dir: Path, args, run: dict) -> dict:
     w = loads[primary]["workloads"][0]
     title = (f"{args.batching} batching, {args.num_replicas} replicas x {args.max_batch_size} slots, load "
              f"{args.loads[-1]:g}, {w['num_requests']} requests x {args.rounds} rounds")
+    (out_dir / "summary.json").write_text(dumps(report, indent=2) + "\n")  # before plots: nothing lost
     report["plots"] = write_plots(out_dir, jcts, report["policies"], {p: s for p, (_, s) in raw0[0].items()},
                                   title, {load: rep["policies"] for load, rep in loads.items()})
     (out_dir / "summary.json").write_text(dumps(report, indent=2) + "\n")
