@@ -101,19 +101,19 @@ def test_max_wait_guard_sends_over_waited_request_next():
 
 @pytest.mark.timeout(10)
 def test_guard_starts_an_old_waiter_before_its_bound_not_after():
-    """Slots free every 4 s while short requests keep arriving: the guard's lead (2 release
-    intervals = 8 s) starts the long request at 24 s, not at the first release after 30 s (32 s)."""
+    """Slots free every 3 s while short requests keep arriving: the guard's lead (4 release
+    intervals = 12 s) starts the long request at 21 s, not at the first release after 30 s (33 s)."""
     s = Scheduler(SchedulerConfig(policy="ssjf", aging="linear", aging_tokens_per_s=0.0, max_wait_s=30.0))
     s.add_replica("r0", 1, 0.0)
     s.on_arrival(rec("s0", 0.0, 5), 0.0)
     s.on_arrival(rec("long", 0.0, 500), 0.0)
     running, started = "s0", {}
-    for t in range(4, 41, 4):
+    for t in range(3, 41, 3):
         s.on_arrival(rec(f"s{t}", t - 0.5, 5), t - 0.5)
         (d,) = s.on_finish(running, float(t))
         running, started[d.request_id] = d.request_id, d.queue_wait_s
-    assert started["long"] == 24.0
-    assert s.snapshot(40.0)["guard_lead_s"] == pytest.approx(8.0)
+    assert started["long"] == 21.0
+    assert s.snapshot(40.0)["guard_lead_s"] == pytest.approx(12.0)
     assert Scheduler(SchedulerConfig()).guard_lead_s == 0.0  # no release seen yet: no lead
 
 
