@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.replay.metrics import RequestResult, Slo, first25pct_rps, kendall_tau_b, percentile, summarize
-from bench.replay.compare import compare_rounds, median_summaries
+from bench.replay.compare import compare_rounds, median_summaries, summary_ratios
 from bench.replay.report import comparison_lines, dumps, table
 
 
@@ -101,6 +101,8 @@ def test_comparison_ratios_and_table():
     text = table(summaries)
     assert text.splitlines()[0].split()[0] == "policy" and "sjf-oracle" in text
     assert "capture" in comparison_lines(c)
+    rates = summary_ratios([{p: summarize(res) for p, res in r.items()} for r in rounds])
+    assert rates["ssjf_over_fcfs_throughput_rps"] > 1.0
 
 
 @pytest.mark.timeout(10)

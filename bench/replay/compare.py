@@ -101,3 +101,20 @@ def median_summaries(rounds: list[dict[str, dict]]) -> dict[str, dict]:
         merged["num_rounds"] = len(rounds)
         out[policy] = merged
     return out
+
+
+SUMMARY_RATIO_KEYS = ("throughput_rps", "goodput_rps", "paper_first25pct_rps")
+
+
+def summary_ratios(rounds: list[dict[str, dict]]) -> dict[str, float]:
+    """`ssjf_over_<base>_<key>` for rate metrics: the median over rounds of per-round ratios (no CI:
+    these are not per-request quantities)."""
+    out = {}
+    for base in ("fcfs", "sjf-oracle"):
+        for key in SUMMARY_RATIO_KEYS:
+            ratios = [r["ssjf"][key] / r[base][key] for r in rounds
+                      if "ssjf" in r and base in r and r[base].get(key) and r["ssjf"].get(key) is not None
+                      and np.isfinite(r["ssjf"][key]) and np.isfinite(r[base][key])]
+            if ratios:
+                out[f"ssjf_over_{base.replace('-', '_')}_{key}"] = float(np.median(ratios))
+    return out

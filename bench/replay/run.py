@@ -26,7 +26,7 @@ from bench.replay.cli import config_overrides, parse_args
 from bench.replay.metrics import Slo, summarize
 from bench.replay.plots import write_plots
 from bench.common import cpus_needed, deployed_app, load_app_config, serve_session
-from bench.replay.compare import compare_rounds, median_summaries
+from bench.replay.compare import compare_rounds, median_summaries, summary_ratios
 from bench.replay.report import comparison_lines, dumps, table
 from bench.replay.trace import TraceError, mean_rate_rps, read_trace, scale_to_rate, window
 from bench.replay.workload import build_workload, demo_tokenizer, fingerprint, load_prompt_rows
@@ -191,7 +191,7 @@ def load_report(entry: dict, seed: int) -> dict:
     results_by_round = [{label: res for label, (res, _) in raw.items()} for raw in entry["raw"]]
     return {"workloads": entry["workloads"], "rounds": entry["rounds"],
             "policies": median_summaries(entry["rounds"]),
-            "comparison": compare_rounds(results_by_round, seed)}
+            "comparison": {**compare_rounds(results_by_round, seed), **summary_ratios(entry["rounds"])}}
 
 
 def write_outputs(out_dir: Path, args, run: dict) -> dict:
