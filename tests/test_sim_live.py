@@ -70,6 +70,20 @@ def test_fit_recovers_known_costs_and_replay_matches(tmp_path, capsys, batching)
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("batching, dispatch_s", [("continuous", 0.08), ("dynamic", 0.0)])
+def test_fit_separates_latencies_from_join_stalls(tmp_path, capsys, batching, dispatch_s):
+    """A known dispatch latency h (holds the slot, stalls nobody; continuous only: a static batch waits
+    for it like for a) and client latency c (outside the slots) are recovered apart from the stall a."""
+    cost = replace(KNOWN_COST, dispatch_latency_s=dispatch_s, client_latency_s=0.1)
+    out = run_cli(capsys, "--run", synthetic_run(tmp_path, batching, cost=cost, arms={"fcfs": {}, "ssjf": {}}))
+    fit = out["fit"]
+    for term in ["request_overhead_s", "prefill_per_prompt_token_s", "per_token_s", "step_growth_s",
+                 "client_latency_s"] + (["dispatch_latency_s"] if dispatch_s else []):
+        assert fit[term] == pytest.approx(getattr(cost, term), rel=0.10), term
+    for policy, a in out["agreement"].items():
+        assert a["ratio"] == pytest.approx(1.0, abs=0.03), policy
+
+@pytest.mark.timeout(60)
 def test_fit_is_deterministic_and_weights_decode_rows(tmp_path):
     run_dir = synthetic_run(tmp_path, "continuous", loads=(1.2,), num=400)
     setup = records.read_setup(run_dir / "summary.json")

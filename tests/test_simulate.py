@@ -81,6 +81,21 @@ def test_prefill_per_prompt_token_and_first_token_times():
     assert single([100], [0.0], "none") == [run_single([100], [0.0], "none", cost, prompts=[0]).completion_s["0"]]
 
 
+@pytest.mark.timeout(30)
+def test_dispatch_latency_holds_the_slot_and_client_latency_does_not():
+    cost = CostModel(dispatch_latency_s=0.05, client_latency_s=0.2)  # h = 50 ms, c = 200 ms
+    # none: r0 runs h + a + 10 b = 0.35 s; r1 gets the slot at the release (0.35), not when the client sees r0
+    sim = run_single([10, 10], [0.0, 0.0], "none", cost)
+    assert [sim.completion_s["0"], sim.completion_s["1"]] == pytest.approx([0.35 + 0.2, 0.7 + 0.2])
+    assert sim.wait_s["1"] == pytest.approx(0.35)
+    # continuous: r0 reaches the engine at 0.05 and its steps end at 0.15 + 0.02 k; r1 (dispatched at
+    # 1.005) reaches it at 1.055, joins at 1.07 and stalls r0 by a = 0.1 s; the h before it stalls nobody
+    sim = run_single([100, 10], [0.0, 1.005], "continuous", cost)
+    assert sim.first_token_s["0"] == pytest.approx(0.17 + 0.2)
+    assert sim.first_token_s["1"] == pytest.approx(1.07 + 0.1 + 0.02 + 0.2)
+    assert sim.completion_s["1"] == pytest.approx(1.07 + 0.1 + 0.2 + 0.2)
+    assert sim.completion_s["0"] == pytest.approx(2.15 + 0.1 + 0.2)
+
 @pytest.mark.timeout(60)
 def test_skewed_workload_ssjf_beats_fcfs_and_oracle_beats_ssjf():
     w = skewed_workload(3000, rate_rps=4 * 0.95 / (0.1 + 0.02 * 150))

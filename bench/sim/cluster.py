@@ -87,6 +87,7 @@ class Simulation:
     def __init__(self, front, batching: str, cost: CostModel, num_replicas: int) -> None:
         self.loop = EventLoop()
         self.front = front
+        self.client_latency_s = cost.client_latency_s
         self.replicas = {f"r{i}": make_replica(batching, f"r{i}", cost, self) for i in range(num_replicas)}
         self.completion_s: dict[str, float] = {}
         self.first_token_s: dict[str, float] = {}
@@ -118,10 +119,10 @@ class Simulation:
 
     # Host protocol
     def first_token(self, dispatch: Dispatch, time_s: float) -> None:
-        self.first_token_s[dispatch.request_id] = time_s
+        self.first_token_s[dispatch.request_id] = time_s + self.client_latency_s
 
     def completed(self, dispatch: Dispatch, time_s: float) -> None:
-        self.completion_s[dispatch.request_id] = time_s
+        self.completion_s[dispatch.request_id] = time_s + self.client_latency_s
 
     def release(self, replica_id: str, request_ids: list[str], now_s: float, num_slots: int | None = None) -> None:
         dispatches = []

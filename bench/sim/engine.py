@@ -2,22 +2,26 @@
 
 Invariant: replicas only execute what the router dispatched to them; they never reorder or hold a
 private queue of requests beyond the batch being formed. A replica reports finished requests (and
-capacity changes) to its `host`, which calls the router and hands new dispatches back.
+capacity changes) to its `host`, which calls the router and hands new dispatches back. Replicas report
+engine times; the host adds the client latency to what the client observes.
 
-Cost models (times in seconds, `a` = per-request overhead, `b` = per-token cost, `p` = prefill cost
-per prompt token, default 0; a request's first token comes at the end of its first step):
-- none:       one request at a time, job time a + p * prompt + b * tokens.
+Cost models (times in seconds, `a` = per-request stall, `b` = per-token cost, `p` = prefill cost per
+prompt token, `h` = dispatch latency (router -> engine), `c` = client latency; p, h, c default 0; a
+request's first token comes at the end of its first step):
+- none:       one request at a time, job time h + a + p * prompt + b * tokens.
 - dynamic:    a static batch is formed from requests dispatched to an idle replica within
-              `batch_wait_s` (or until `batch_size` are there); it runs a + p * sum(prompts) +
+              `batch_wait_s` (or until `batch_size` are there); it runs h + a + p * sum(prompts) +
               step * max(tokens) with step cost b + growth_s * (n - 1). Each member *completes*
-              (JCT) after the overhead, the prefill and its own tokens' steps, but all slots free
-              only when the whole batch finishes; while it runs the replica reports capacity =
-              batch members, so it receives nothing new.
+              (JCT) after the startup and its own tokens' steps, but all slots free only when the
+              whole batch finishes; while it runs the replica reports capacity = batch members, so it
+              receives nothing new.
 - continuous: iteration-level. Each step costs step_s(n) = b + growth_s * (n - 1) for n running
-              sequences; sequences join at step boundaries, and a step in which k sequences join
-              costs an extra a * k + p * (their prompt tokens) (their prefill stalls the batch). A
-              sequence leaves after its `tokens`-th step (the join step included). Between
-              membership changes the steps are skipped analytically.
+              sequences; a dispatched request reaches the replica h later (holding its slot, stalling
+              nobody) and joins at the next step boundary; a step in which k sequences join costs an
+              extra a * k + p * (their prompt tokens) (their prefill stalls the batch). A sequence
+              leaves after its `tokens`-th step (the join step included). Between membership changes
+              the steps are skipped analytically.
+The client sees first tokens and completions c later (HTTP in, streaming back); c holds no slot.
 """
 from __future__ import annotations
 
@@ -57,6 +61,8 @@ class CostModel:
     batch_size: int = 4
     batch_wait_s: float = 0.05  # dynamic batching's formation window
     prefill_per_prompt_token_s: float = 0.0  # charged with the overhead when a request starts (p)
+    dispatch_latency_s: float = 0.0  # router -> engine (h): holds the slot, stalls no other sequence
+    client_latency_s: float = 0.0  # outside the router's slots (c): adds to client-observed times only
 
     def step_s(self, num_seqs: int) -> float:
         return self.per_token_s + self.step_growth_s * max(0, num_seqs - 1)
@@ -105,7 +111,7 @@ class BatchReplica:
         self._window_open, self._running = False, True
         self._formation += 1
         step_s = self.cost.step_s(len(members))
-        startup_s = self.cost.request_overhead_s + self.cost.prefill_s(members)
+        startup_s = self.cost.dispatch_latency_s + self.cost.request_overhead_s + self.cost.prefill_s(members)
         for d in members:
             self.host.first_token(d, now_s + startup_s + step_s)
             self.host.completed(d, now_s + startup_s + step_s * max(1, d.record.true_output_tokens))
@@ -137,6 +143,12 @@ class ContinuousReplica:
         self._at_boundary = False
 
     def deliver(self, dispatch: Dispatch, now_s: float) -> None:
+        if self.cost.dispatch_latency_s > 0:
+            self.host.loop.at(now_s + self.cost.dispatch_latency_s, self._arrive, dispatch)
+        else:
+            self._arrive(now_s, dispatch)
+
+    def _arrive(self, now_s: float, dispatch: Dispatch) -> None:
         self._joining.append(dispatch)
         if self._at_boundary or (self._busy and self._next_steps == 0):
             return  # joins at the boundary being processed / the start already scheduled
@@ -203,10 +215,10 @@ def nominal_capacity_rps(batching: str, cost: CostModel, mean_tokens: float, mea
                          mean_prompt_tokens: float = 0.0) -> float:
     """Rough requests/s one replica sustains; used to turn a target load into an arrival rate."""
     a = cost.request_overhead_s + cost.prefill_per_prompt_token_s * mean_prompt_tokens
-    b = cost.per_token_s
+    b, h = cost.per_token_s, cost.dispatch_latency_s
     if batching == "none":
-        return 1.0 / (a + b * mean_tokens)
+        return 1.0 / (h + a + b * mean_tokens)
     n = cost.batch_size
     if batching == "dynamic":
-        return n / (a + cost.step_s(n) * mean_max_tokens)
-    return 1.0 / (a + cost.step_s(n) * mean_tokens / n)
+        return n / (h + a + cost.step_s(n) * mean_max_tokens)
+    return 1.0 / (a + (h + cost.step_s(n) * mean_tokens) / n)

@@ -1,15 +1,19 @@
 """Fit the simulator's CostModel to a live run's rows.
 
-Invariant: the fitted model is the simulator's own (bench.sim.engine: a = overhead per request,
-p = prefill per prompt token, step(n) = b + g * (n - 1) for n sequences on a replica), solved by
-non-negative least squares over two kinds of rows, with n, k and joins read from the rows' replica
-ids and times:
-- first token: engine TTFT (first token - sent - queue wait) = boundary wait + a * k + p * (prompt
-  tokens of the k requests starting in the same step) + step(n)    [none/dynamic: from batch start]
+Invariant: the fitted model is the simulator's own (bench.sim.engine: a = stall per joining request,
+p = prefill per prompt token, step(n) = b + g * (n - 1) for n sequences on a replica, h = dispatch
+latency, c = client latency). c is read first: a queued request is dispatched when a slot is
+released, and the client sees the releasing request finish c later, so c is the mode of the gaps
+between queued dispatches and same-replica finishes. The rest is solved by non-negative least
+squares over two kinds of rows, with n, k and joins read from the rows' replica ids and times:
+- first token: engine TTFT (first token - sent - queue wait) - c = h + boundary wait + a * k + p *
+  (prompt tokens of the k requests starting in the same step) + step(n)  [none/dynamic: from batch
+  start, and h is not told apart from a: both delay the whole batch]
 - decode: TPOT = (finished - first token) / (output tokens - 1) = b + g * (mean other sequences over
   its steps) + (a * joins + p * joined prompt tokens) / (output tokens - 1)    [a join stalls all]
-Each kind is weighted by 1 / its residual spread, and the fit is iterated because the step clock
-behind "mean other sequences" discounts the fitted join stalls.
+Only the decode rows see other requests' joins, so they tell the stall (a, p) apart from the latency
+h, which stalls nobody. Each kind is weighted by 1 / its residual spread, and the fit is iterated
+because the step clock behind "mean other sequences" discounts the fitted join stalls.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from bench.sim.records import Requests, RunError, RunKey, Setup
 
 @dataclass
 class _Features:
-    """Design rows for theta = (a, p, b, g) and their targets."""
+    """Design rows for theta = (a, p, b, g, h) and their targets."""
 
     ttft_x: np.ndarray
     ttft_y: np.ndarray
@@ -64,18 +68,20 @@ def _tpot_s(req: Requests) -> np.ndarray:
     return np.where(req.ok & (req.output_tokens >= 2), tpot, np.nan)
 
 
-def _continuous_ttft(d, f, e, prompt, wait, eps_s) -> tuple[np.ndarray, np.ndarray]:
-    """A request joins the running batch at a step boundary (half a step away on average when it was
-    dispatched without queueing to a busy replica; a queued one is dispatched at a release, on a
-    boundary) and its join step costs a + p * prompt per joiner plus step(n)."""
+def _continuous_ttft(d, f, e, prompt, wait, eps_s, on_release: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A request reaches the replica h after its dispatch and joins the running batch at a step
+    boundary (half a step away on average when the replica is busy, unless it was queued and
+    `on_release`: dispatched at a release, on a boundary, with h within the same-step tolerance) and
+    its join step costs a + p * prompt per joiner plus step(n)."""
     order = np.argsort(f)
     fs, cum_prompt = f[order], np.concatenate([[0], np.cumsum(prompt[order])])
     k = _le(fs, f + eps_s) - _lt(fs, f - eps_s)
     k_prompt = cum_prompt[_le(fs, f + eps_s)] - cum_prompt[_lt(fs, f - eps_s)]
     n_join = _le(fs, f + eps_s) - _lt(np.sort(e), f - eps_s)
-    busy = ((_lt(np.sort(d), d) - _le(np.sort(e), d)) > 0) & (wait <= eps_s)
+    busy = ((_lt(np.sort(d), d) - _le(np.sort(e), d)) > 0) & ((wait <= eps_s) | (not on_release))
     half = 0.5 * busy
-    x = np.column_stack([k, k_prompt, 1.0 + half, (n_join - 1) + half * np.maximum(n_join - k - 1, 0)])
+    x = np.column_stack([k, k_prompt, 1.0 + half, (n_join - 1) + half * np.maximum(n_join - k - 1, 0),
+                         np.ones(f.size)])
     return x, f - d
 
 
@@ -129,7 +135,7 @@ def _continuous_tpot(f, e, prompt, out, tpot, eps_s, stall) -> tuple[np.ndarray,
     joins = _Joins(f, prompt, stall[0] + stall[1] * prompt)
     lo, hi, steps = f + eps_s, e + eps_s, np.maximum(out - 1, 1)
     x = np.column_stack([joins.count(lo, hi) / steps, joins.prompt_tokens(lo, hi) / steps, np.ones(f.size),
-                         _mean_other_members(f, e, out, joins, eps_s)])
+                         _mean_other_members(f, e, out, joins, eps_s), np.zeros(f.size)])
     return x, tpot
 
 
@@ -144,17 +150,18 @@ def _batch_rows(d, f, prompt, tpot, eps_s, batch_size, batch_wait_s) -> tuple:
     batch_start_s = np.where(size >= batch_size, d_max, d_min + batch_wait_s)
     per = lambda values: np.repeat(values, size)[np.argsort(order)]  # noqa: E731 batch value per request
     n, ones = per(size).astype(float), np.ones(f.size)
-    ttft_x = np.column_stack([ones, per(np.add.reduceat(prompt[order], starts)), ones, n - 1])
-    tpot_x = np.column_stack([0 * ones, 0 * ones, ones, n - 1])
+    ttft_x = np.column_stack([ones, per(np.add.reduceat(prompt[order], starts)), ones, n - 1, 0 * ones])
+    tpot_x = np.column_stack([0 * ones, 0 * ones, ones, n - 1, 0 * ones])
     return ttft_x, f - per(batch_start_s), tpot_x, tpot
 
 
-def _replica_features(req: Requests, mask: np.ndarray, setup: Setup, eps_s: float, stall) -> tuple:
-    d, f, e = req.dispatch_s[mask], req.first_token_s[mask], req.finished_s[mask]
+def _replica_features(req: Requests, mask: np.ndarray, setup: Setup, eps_s: float, prev: np.ndarray) -> tuple:
+    """Rows of one replica; `prev` = theta of the previous fit iteration, with c last (known)."""
+    d, f, e = req.dispatch_s[mask] + prev[5], req.first_token_s[mask], req.finished_s[mask]
     prompt, out, tpot = req.prompt_tokens[mask], req.output_tokens[mask], _tpot_s(req)[mask]
     if setup.batching == "continuous":
-        ttft_x, ttft_y = _continuous_ttft(d, f, e, prompt, req.queue_wait_s[mask], eps_s)
-        return (ttft_x, ttft_y) + _continuous_tpot(f, e, prompt, out, tpot, eps_s, stall)
+        ttft_x, ttft_y = _continuous_ttft(d, f, e, prompt, req.queue_wait_s[mask], eps_s, prev[4] <= eps_s)
+        return (ttft_x, ttft_y) + _continuous_tpot(f, e, prompt, out, tpot, eps_s, prev[:2])
     batch_size = 1 if setup.batching == "none" else setup.max_batch_size
     return _batch_rows(d, f, prompt, tpot, eps_s, batch_size, setup.batch_wait_s)
 
@@ -165,14 +172,17 @@ def _member_intervals(req: Requests, mask: np.ndarray) -> tuple[np.ndarray, np.n
     return (req.first_token_s - step_s)[mask], req.finished_s[mask]
 
 
-def _group_features(req: Requests, setup: Setup, eps_s: float, stall: tuple[float, float]) -> _Features:
-    has_replica = np.array([r is not None for r in req.replica], dtype=bool)
-    usable = req.ok & np.isfinite(req.first_token_s) & np.isfinite(req.queue_wait_s) & has_replica
+def _has_replica(req: Requests) -> np.ndarray:
+    return np.array([r is not None for r in req.replica], dtype=bool)
+
+
+def _group_features(req: Requests, setup: Setup, eps_s: float, prev: np.ndarray) -> _Features:
+    usable = req.ok & np.isfinite(req.first_token_s) & np.isfinite(req.queue_wait_s) & _has_replica(req)
     parts, others = [], []
     all_start, all_end = _member_intervals(req, usable)
     for replica in sorted(set(req.replica[usable])):
         mask = usable & (req.replica == replica)
-        ttft_x, ttft_y, tpot_x, tpot_y = _replica_features(req, mask, setup, eps_s, stall)
+        ttft_x, ttft_y, tpot_x, tpot_y = _replica_features(req, mask, setup, eps_s, prev)
         keep = np.isfinite(tpot_y)
         lo, hi = req.first_token_s[mask][keep], req.finished_s[mask][keep]
         own = _mean_concurrency(*_member_intervals(req, mask), lo, hi) if keep.any() else np.zeros(0)
@@ -180,7 +190,7 @@ def _group_features(req: Requests, setup: Setup, eps_s: float, stall: tuple[floa
         parts.append((ttft_x, ttft_y, tpot_x[keep], tpot_y[keep]))
         others.append(total - own)
     if not parts:
-        return _Features(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+        return _Features(np.zeros((0, 5)), np.zeros(0), np.zeros((0, 5)), np.zeros(0), np.zeros(0))
     return _Features(*(np.concatenate(p) for p in zip(*parts)), np.concatenate(others))
 
 
@@ -211,8 +221,8 @@ def _contention(resid: np.ndarray, other_seqs: np.ndarray) -> tuple[float, float
 FIT_ITERATIONS = 8  # the row weights and (continuous) the decode features depend on the previous fit
 
 
-def _stacked_features(groups: dict[RunKey, Requests], setup: Setup, eps_s: float, stall) -> _Features:
-    feats = [_group_features(r, setup, eps_s, stall) for r in groups.values()]
+def _stacked_features(groups: dict[RunKey, Requests], setup: Setup, eps_s: float, prev) -> _Features:
+    feats = [_group_features(r, setup, eps_s, prev) for r in groups.values()]
     return _Features(*(np.concatenate([getattr(x, name) for x in feats]) for name in _Features.__dataclass_fields__))
 
 
@@ -221,13 +231,13 @@ def _weighted_nnls(f: _Features, weights: tuple[float, float]) -> np.ndarray:
     return _nnls(x, np.concatenate([weights[0] * f.ttft_y, weights[1] * f.tpot_y]))
 
 
-def _solve(groups: dict[RunKey, Requests], setup: Setup, eps_s: float) -> tuple[np.ndarray, _Features]:
-    """Fixed point: fit; weight each kind of row by 1 / its residual spread (first-token times carry
-    the unobserved wait for a step boundary, decode times do not); re-derive the step clocks with the
-    fitted join stalls; refit, until stable."""
-    theta, weights = np.zeros(4), (1.0, 1.0)
+def _solve(groups: dict[RunKey, Requests], setup: Setup, eps_s: float, client_s: float) -> tuple:
+    """Fixed point: fit theta = (a, p, b, g, h); weight each kind of row by 1 / its residual spread
+    (first-token times carry the unobserved wait for a step boundary, decode times do not); re-derive
+    the step clocks with the fitted join stalls; refit, until stable."""
+    theta, weights = np.zeros(5), (1.0, 1.0)
     for _ in range(FIT_ITERATIONS):
-        f = _stacked_features(groups, setup, eps_s, (theta[0], theta[1]))
+        f = _stacked_features(groups, setup, eps_s, np.append(theta, client_s))
         if f.ttft_y.size + f.tpot_y.size < 4:
             raise RunError("too few completed rows with first_token_s, queue_wait_s and replica to fit a cost model")
         previous, theta = theta, _weighted_nnls(f, weights)
@@ -239,18 +249,48 @@ def _solve(groups: dict[RunKey, Requests], setup: Setup, eps_s: float) -> tuple[
     return theta, f
 
 
+def _release_gaps_s(req: Requests, eps_s: float) -> np.ndarray:
+    """Per queued request, the finishes on its replica minus its dispatch, within [-eps, the run's
+    median engine TTFT] (every engine TTFT includes the client latency)."""
+    ok = req.ok & np.isfinite(req.queue_wait_s) & np.isfinite(req.first_token_s) & _has_replica(req)
+    d, gaps = req.dispatch_s, [np.zeros(0)]
+    hi_s = float(np.median((req.first_token_s - d)[ok])) if ok.any() else 0.0
+    for replica in set(req.replica[ok]):
+        e = np.sort(req.finished_s[ok & (req.replica == replica)])
+        dq = d[ok & (req.replica == replica) & (req.queue_wait_s > eps_s)]
+        lo, n = _lt(e, dq - eps_s), _le(e, dq + hi_s) - _lt(e, dq - eps_s)
+        idx = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())
+        gaps.append(e[idx] - np.repeat(dq, n))
+    return np.concatenate(gaps)
+
+
+def _client_latency_s(groups: dict[RunKey, Requests], eps_s: float) -> float:
+    """c: the mode (Gaussian kernel, bandwidth eps) of the gaps from queued dispatches to the finishes
+    on their replica: the releasing finish comes exactly c after the dispatch, the others spread out.
+    0 when nothing was queued."""
+    gaps = np.concatenate([_release_gaps_s(r, eps_s) for r in groups.values()])
+    if not gaps.size:
+        return 0.0
+    edges = np.arange(-eps_s, gaps.max() + 2 * eps_s, eps_s / 4)
+    counts = np.histogram(gaps, edges)[0]
+    density = np.convolve(counts, np.exp(-0.5 * (np.arange(-16, 17) / 4) ** 2))[16:16 + counts.size]
+    return max(0.0, float(edges[np.argmax(density)] + eps_s / 8))
+
+
 def fit_cost(groups: dict[RunKey, Requests], setup: Setup) -> Fit:
-    """Fit (a, p, b, g) over every policy run's completed rows (see the module docstring)."""
+    """Fit (a, p, b, g, h, c) over every policy run's completed rows (see the module docstring)."""
     tpots = np.concatenate([_tpot_s(r) for r in groups.values()])
     tpots = tpots[np.isfinite(tpots)]
     eps_s = 0.25 * float(np.percentile(tpots, 10)) if tpots.size else 1e-3  # "same step" tolerance
-    theta, f = _solve(groups, setup, eps_s)
-    a, p, b, g = (float(x) for x in theta)
+    client_s = _client_latency_s(groups, eps_s)
+    theta, f = _solve(groups, setup, eps_s, client_s)
+    a, p, b, g, h = (float(x) for x in theta)
     ttft_r2, ttft_mean, ttft_sd = _quality(f.ttft_y, f.ttft_x @ theta)
     tpot_r2, _, tpot_sd = _quality(f.tpot_y, f.tpot_x @ theta)
     slope, slope_r2 = _contention(f.tpot_y - f.tpot_x @ theta, f.tpot_other_seqs)
     cost = CostModel(request_overhead_s=a, per_token_s=b, step_growth_s=g, batch_size=setup.max_batch_size,
-                     batch_wait_s=setup.batch_wait_s, prefill_per_prompt_token_s=p)
+                     batch_wait_s=setup.batch_wait_s, prefill_per_prompt_token_s=p, dispatch_latency_s=h,
+                     client_latency_s=client_s)
     quality = {"num_ttft_rows": int(f.ttft_y.size), "ttft_r2": ttft_r2, "ttft_resid_mean_s": ttft_mean,
                "ttft_resid_sd_s": ttft_sd,
                "num_tpot_rows": int(f.tpot_y.size), "tpot_r2": tpot_r2, "tpot_resid_sd_s": tpot_sd,
@@ -258,18 +298,3 @@ def fit_cost(groups: dict[RunKey, Requests], setup: Setup) -> Fit:
                "same_step_tolerance_s": eps_s}
     return Fit(cost, quality)
 
-
-def describe_fit(fit: Fit) -> list[str]:
-    c, q = fit.cost, fit.quality
-    ms = lambda seconds: 1e3 * seconds  # noqa: E731
-    return [
-        f"fit: overhead a = {ms(c.request_overhead_s):.2f} ms/request, prefill p = "
-        f"{ms(c.prefill_per_prompt_token_s):.4f} ms/prompt token, decode step b = {ms(c.per_token_s):.2f} ms"
-        f" + g = {ms(c.step_growth_s):.3f} ms per extra sequence (slots {c.batch_size})",
-        f"  first-token rows: {q['num_ttft_rows']}, R² {q['ttft_r2']:.3f}, residual mean "
-        f"{ms(q['ttft_resid_mean_s']):+.1f} ms, sd {ms(q['ttft_resid_sd_s']):.1f} ms",
-        f"  decode rows (TPOT): {q['num_tpot_rows']}, R² {q['tpot_r2']:.3f}, residual sd "
-        f"{ms(q['tpot_resid_sd_s']):.2f} ms/token",
-        f"  not modelled: TPOT residual vs sequences on OTHER replicas: {ms(q['tpot_other_replica_slope_s']):+.3f}"
-        f" ms/token per sequence (R² {q['tpot_other_replica_r2']:.3f})",
-    ]

@@ -27,7 +27,7 @@ import numpy as np
 from bench.sim.cluster import Workload, build_simulation
 from bench.sim.engine import CostModel
 from bench.sim.extrapolate import GPU_COST, extrapolate, extrapolation_table, request_pool
-from bench.sim.fit import Fit, describe_fit, fit_cost
+from bench.sim.fit import Fit, fit_cost
 from bench.sim.records import Requests, RunError, RunKey, Setup, read_rows, read_setup, replay_workload, to_requests
 
 AGREEMENT_TOLERANCE = 0.15
@@ -151,10 +151,28 @@ def _gap_hints(by_load: dict[float, dict], fit: Fit) -> list[str]:
     if q["tpot_r2"] < 0.5:
         hints.append(f"decode cost is poorly explained by same-replica concurrency and joins (R² {q['tpot_r2']:.2f})")
     if abs(q["ttft_resid_mean_s"]) > max(0.01, 0.5 * fit.cost.request_overhead_s):
-        hints.append(f"first tokens come {ms(q['ttft_resid_mean_s']):+.0f} ms off the fitted stall model on "
-                     f"average: latency outside the engine (HTTP, prediction batching, streaming) the sim lacks")
+        hints.append(f"first tokens come {ms(q['ttft_resid_mean_s']):+.0f} ms off the fitted model on average "
+                     f"(stalls a, p and latencies h, c)")
     hints.append("near saturation a small service-time error is amplified in the queue wait")
     return hints
+
+
+def describe_fit(fit: Fit) -> list[str]:
+    c, q = fit.cost, fit.quality
+    ms = lambda seconds: 1e3 * seconds  # noqa: E731
+    return [
+        f"fit: stall a = {ms(c.request_overhead_s):.2f} ms/request, prefill p = "
+        f"{ms(c.prefill_per_prompt_token_s):.4f} ms/prompt token, decode step b = {ms(c.per_token_s):.2f} ms"
+        f" + g = {ms(c.step_growth_s):.3f} ms per extra sequence (slots {c.batch_size})",
+        f"  latency (stalls nobody): dispatch h = {ms(c.dispatch_latency_s):.1f} ms (holds the slot), "
+        f"client c = {ms(c.client_latency_s):.1f} ms (outside the slots)",
+        f"  first-token rows: {q['num_ttft_rows']}, R² {q['ttft_r2']:.3f}, residual mean "
+        f"{ms(q['ttft_resid_mean_s']):+.1f} ms, sd {ms(q['ttft_resid_sd_s']):.1f} ms",
+        f"  decode rows (TPOT): {q['num_tpot_rows']}, R² {q['tpot_r2']:.3f}, residual sd "
+        f"{ms(q['tpot_resid_sd_s']):.2f} ms/token",
+        f"  not modelled: TPOT residual vs sequences on OTHER replicas: {ms(q['tpot_other_replica_slope_s']):+.3f}"
+        f" ms/token per sequence (R² {q['tpot_other_replica_r2']:.3f})",
+    ]
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
