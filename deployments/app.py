@@ -5,27 +5,68 @@ Invariant: everything here is derived from one validated `AppConfig`; no setting
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from pathlib import Path
+from typing import Any, Optional
 
-from ray import serve
-from ray.serve.config import RequestRouterConfig
-
-from deployments.config import AppConfig, load_config, parse_cli_args
-from deployments.engine_replica import EngineReplica
-from deployments.http_api import HTTPRouter
-from deployments.typed_config import to_dict
+from deployments.config import AppConfig, load_config, parse_cli_args, source_of
+from deployments.model_check import ModelNotFound, check_name
+from deployments.typed_config import ConfigError, to_dict
 
 # Serve handles control calls (info, health) beside generations: leave room for them.
 CONTROL_CALL_HEADROOM = 16
 
 
 def build_app(args: Optional[dict] = None):
-    """`serve run deployments:build_app config=PATH policy=fcfs batching=dynamic num_replicas=2`."""
+    """`serve run deployments:build_app config=PATH policy=fcfs batching=dynamic num_replicas=2`.
+
+    Fails fast: the config is validated and the model and tokenizer are checked (`check_models`)
+    before anything is imported or deployed. Under the `serve` CLI a bad config or model prints one
+    line naming its source and exits with status 2 instead of a Serve traceback.
+    """
+    try:
+        return app_from_config(resolve_config(args))
+    except ConfigError as exc:
+        if _under_serve_cli():
+            print(f"ssjf-serve: config error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        raise
+
+
+def resolve_config(args: Optional[dict] = None, check_model: bool = True) -> AppConfig:
+    """Builder args -> validated `AppConfig`, with the model and tokenizer checked."""
     path, overrides = parse_cli_args(args or {})
-    return app_from_config(load_config(path, overrides))
+    config = load_config(path, overrides)
+    if check_model:
+        check_models(config, path, overrides)
+    return config
+
+
+def check_models(config: AppConfig, path: Any = None, overrides: Optional[dict] = None) -> None:
+    """Raise `ConfigError` naming the key (and where it was set) if the model or tokenizer cannot load."""
+    engine = config.engine
+    checks = [("engine.model", engine.model, "model")]
+    if engine.tokenizer is not None:
+        checks.append(("engine.tokenizer", engine.tokenizer, "tokenizer"))
+    for key, name, kind in checks:
+        try:
+            check_name(name, kind)
+        except ModelNotFound as exc:
+            raise ConfigError(f"{source_of(key, path, overrides)}: {exc}") from None
+
+
+def _under_serve_cli() -> bool:
+    """True in the `serve run` / `serve build` process (not in a Ray worker, a test or a script)."""
+    return Path(sys.argv[0]).name == "serve"
 
 
 def app_from_config(config: AppConfig):
+    from ray import serve
+    from ray.serve.config import RequestRouterConfig
+
+    from deployments.engine_replica import EngineReplica
+    from deployments.http_api import HTTPRouter
+
     replicas = config.engine_replicas
     scaling = ({"autoscaling_config": replicas.autoscaling_config} if replicas.autoscaling_config
                else {"num_replicas": replicas.num_replicas})

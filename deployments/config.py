@@ -7,6 +7,7 @@ offending dotted key. Each leaf package owns its section (`engine.EngineConfig`,
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -102,45 +103,123 @@ class AppConfig:
         return self.router.served_model_name or self.engine.model
 
 
-def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[dict[str, Any]] = None) -> AppConfig:
-    """Load YAML at `path` (default: configs/default.yaml), apply `overrides` (dotted keys), validate."""
-    path = Path(path) if path else DEFAULT_CONFIG_PATH
+class Overrides(dict):
+    """Dotted-key overrides, remembering how each was spelled (`model=gpt2`) so errors can name it."""
+
+    def __init__(self, *args, labels: Optional[dict[str, str]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels: dict[str, str] = dict(labels or {})
+
+    def label(self, dotted: str) -> str:
+        return self.labels.get(dotted) or f"override {dotted}={self[dotted]!r}"
+
+
+ConfigSource = Optional[str | os.PathLike | dict]
+
+
+def load_config(path: ConfigSource = None, overrides: Optional[dict[str, Any]] = None) -> AppConfig:
+    """Load YAML at `path` (default: configs/default.yaml; a mapping is taken as the config itself),
+    apply `overrides` (dotted keys), validate.
+
+    A `ConfigError` names its source: the file (`configs/x.yaml: engine.batching: ...`) or the
+    override that made the config invalid (`argument policy=lifo: ...`).
+    """
+    data, where = _read_source(path)
+    overrides = overrides if isinstance(overrides, Overrides) else Overrides(overrides or {})
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
-    try:
-        return build(AppConfig, data)
+        return _build_with(data, overrides)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{_blame(data, where, overrides, exc)}: {exc}") from None
 
 
-def parse_cli_args(args: dict[str, str]) -> tuple[Optional[str], dict[str, Any]]:
-    """`serve run deployments:build_app config=PATH policy=fcfs ...` args -> (path, dotted overrides)."""
+def source_of(key: str, path: ConfigSource, overrides: Optional[dict[str, Any]]) -> str:
+    """Where the value of dotted `key` came from: the override that set it, else `file: key`."""
+    if overrides and key in overrides:
+        return overrides.label(key) if isinstance(overrides, Overrides) else f"override {key}={overrides[key]!r}"
+    return f"{_read_source(path)[1]}: {key}"
+
+
+def parse_cli_args(args: dict[str, Any]) -> tuple[ConfigSource, Overrides]:
+    """`serve run deployments:build_app config=PATH policy=fcfs ...` args -> (path, dotted overrides).
+
+    Values are parsed as YAML scalars (`5`, `true`, `.inf`); `inf` / `-inf` are accepted too. `config`
+    may also be a mapping (the whole config inline, as `python -m deployments.serve_config` writes it).
+    """
     args = dict(args)
     path = args.pop("config", None)
-    overrides = {}
+    overrides = Overrides()
     for key, raw in args.items():
         dotted = OVERRIDES.get(key, key if "." in key else None)
         if dotted is None:
             raise ConfigError(
-                f"unknown argument {key!r}; use config=PATH, a dotted key (engine.max_batch_size=8) "
-                f"or one of: {', '.join(sorted(OVERRIDES))}"
+                f"argument {key}={raw}: unknown argument {key!r}; use config=PATH, a dotted key "
+                f"(engine.max_batch_size=8) or one of: {', '.join(sorted(OVERRIDES))}"
             )
-        overrides[dotted] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        try:
+            overrides[dotted] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        except yaml.YAMLError:
+            overrides[dotted] = raw  # not YAML: keep the string; the typed build says what is wrong
+        overrides.labels[dotted] = f"argument {key}={raw}"
     return path, overrides
+
+
+def _read_source(path: ConfigSource) -> tuple[dict, str]:
+    if isinstance(path, dict):
+        return copy.deepcopy(path), "args.config"
+    path = Path(path) if path else DEFAULT_CONFIG_PATH
+    where = _display_path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {where}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {where} is not valid YAML: {exc}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
+    return data or {}, where
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def _build_with(data: dict, overrides: dict) -> AppConfig:
+    merged = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        _set_dotted(merged, dotted, value)
+    return build(AppConfig, merged)
+
+
+def _blame(data: dict, where: str, overrides: Overrides, error: ConfigError) -> str:
+    """The file if it is invalid on its own, else the override(s) that break it."""
+    if not overrides:
+        return where
+    try:
+        _build_with(data, {})
+    except ConfigError as file_error:
+        if str(file_error) == str(error):
+            return where
+    culprits = []
+    for dotted in overrides:
+        try:
+            _build_with(data, {dotted: overrides[dotted]})
+        except ConfigError:
+            culprits.append(dotted)
+    chosen = culprits or list(overrides)
+    return ", ".join(overrides.label(d) for d in chosen) + ("" if culprits else f" (with {where})")
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
     for key in parents:
-        child = node.setdefault(key, {})
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: {key} is not a mapping")
+            raise ConfigError(f"{key} is not a mapping (cannot set {dotted})")
         node = child
     node[leaf] = value

@@ -54,4 +54,7 @@ class EngineReplica:
         return {"capacity": self._engine.capacity, "num_free_slots": self._engine.num_free_slots}
 
     async def __del__(self):
-        await self._engine.shutdown()
+        # Serve calls this even when __init__ failed (e.g. the model did not load): nothing to stop then.
+        engine = self.__dict__.get("_engine")
+        if engine is not None:
+            await engine.shutdown()

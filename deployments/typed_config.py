@@ -2,12 +2,13 @@
 
 Invariant: a config tree either builds completely or raises `ConfigError` naming the dotted key
 that is wrong (unknown key, wrong type, or a value the dataclass's own validation rejects).
-Nothing is silently dropped or coerced except int -> float.
+Nothing is silently dropped or coerced except int -> float and `inf` / `-inf` strings -> float.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Union
@@ -79,9 +80,15 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     return _convert_scalar(hint, value, path)
 
 
+_INFINITIES = {"inf": math.inf, "+inf": math.inf, ".inf": math.inf, "infinity": math.inf,
+               "-inf": -math.inf, "-.inf": -math.inf, "-infinity": -math.inf}
+
+
 def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and value.strip().lower() in _INFINITIES:
+        return _INFINITIES[value.strip().lower()]  # YAML spells it .inf; `inf` is what people type
     if hint is int and isinstance(value, bool):
         raise ConfigError(f"{path}: expected an int, got a bool")
     if isinstance(hint, type) and not isinstance(value, hint):
