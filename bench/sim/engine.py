@@ -55,7 +55,7 @@ class EventLoop:
 
 @dataclass(frozen=True)
 class CostModel:
-    request_overhead_s: float = 0.1  # the paper's job model: 0.1 s + 0.02 s per output token
+    request_overhead_s: float = 0.1  # a, stalls the batch; the paper's job model: 0.1 s + 0.02 s/token
     per_token_s: float = 0.02
     step_growth_s: float = 0.0  # extra cost per step per additional sequence in the batch
     batch_size: int = 4
