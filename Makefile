@@ -2,8 +2,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# make serve: Prometheus metrics export port of the local Ray node; ARGS: serve run app arguments
+RAY_METRICS_EXPORT_PORT ?= 8080
+ARGS ?=
 
-.PHONY: install test test-fast serve bench clean
+.PHONY: install test test-fast serve bench demo clean
 
 install: $(STAMP)
 
@@ -21,7 +24,7 @@ test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not ray"
 
 serve: install
-	HF_HUB_OFFLINE=1 $(BIN)/serve run deployments:app
+	HF_HUB_OFFLINE=1 $(BIN)/python -m deployments.serve_local --metrics-port $(RAY_METRICS_EXPORT_PORT) $(ARGS)
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.replay --quick

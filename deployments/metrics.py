@@ -28,6 +28,27 @@ METRIC_NAMES = {
 }
 
 
+def metrics_endpoint(node_id: str, nodes: list[dict]) -> dict[str, Any]:
+    """Where Prometheus scrapes this process's metrics: its node's metrics export port (`ray.nodes()`)."""
+    for node in nodes:
+        if node.get("NodeID") == node_id and node.get("MetricsExportPort"):
+            host, port = node.get("NodeManagerAddress", "127.0.0.1"), node["MetricsExportPort"]
+            return {"url": f"http://{host}:{port}/metrics", "node_ip": host, "port": port,
+                    "prefix": "ray_", "note": "ssjf_* series come from the router's node; every node "
+                    "exports Ray's and Serve's own series on its metrics export port"}
+    return {"url": None, "note": f"node {node_id} has no metrics export port in ray.nodes()"}
+
+
+def find_metrics_endpoint() -> dict[str, Any]:
+    """`metrics_endpoint` for the calling Ray worker; never raises (status must always answer)."""
+    try:
+        import ray
+
+        return metrics_endpoint(ray.get_runtime_context().get_node_id(), ray.nodes())
+    except Exception as exc:  # pragma: no cover - depends on the cluster
+        return {"url": None, "note": f"could not ask Ray: {type(exc).__name__}: {exc}"}
+
+
 class RouterMetrics:
     def __init__(self) -> None:
         n = METRIC_NAMES

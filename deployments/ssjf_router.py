@@ -21,7 +21,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from deployments import replica_registry
 from deployments.config import AppConfig
 from deployments.dispatcher import Dispatcher, QueueFullError, QueueTimeoutError, ReplicaLostError
-from deployments.metrics import RouterMetrics
+from deployments.metrics import RouterMetrics, find_metrics_endpoint
 from deployments.pinned_router import registry_key
 from deployments.protocol import ParsedRequest, RequestError, parse_request
 from deployments.typed_config import build
@@ -48,6 +48,7 @@ class SSJFRouter:
         self._dispatcher = Dispatcher(Scheduler(self._config.scheduler))
         self._replica_info: dict[str, dict] = {}
         self._metrics = RouterMetrics()
+        self._metrics_endpoint = find_metrics_endpoint()
         self._ready = asyncio.Event()
         self._sync_task = asyncio.get_running_loop().create_task(self._sync_replicas_forever())
 
@@ -85,6 +86,7 @@ class SSJFRouter:
             },
             "model": self._config.served_model_name,
             "metrics": self._metrics.totals(),
+            "metrics_export": self._metrics_endpoint,
             "router_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
         }
 
