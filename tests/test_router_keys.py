@@ -1,6 +1,4 @@
 """The ssjf key: what it reads (prediction, max_tokens, ignore_eos, priority), relative aging."""
-import math
-
 import pytest
 
 from router import (
@@ -12,24 +10,11 @@ from router import (
     get_policy,
     speculative_cost_tokens,
 )
+from test_router import fill_then_drain
 
-NO_GUARD = dict(max_wait_s=math.inf)
-
-
-def drain_order(records, **cfg):
-    """One slot held by a blocker; queue `records`; free the slot repeatedly; return start order."""
-    s = Scheduler(SchedulerConfig(**{"policy": "ssjf", **NO_GUARD, **cfg}))
-    s.add_replica("r0", 1, 0.0)
-    s.on_arrival(RequestRecord("blocker", 0.0, 1.0), 0.0)
-    for r in records:
-        assert s.on_arrival(r, r.arrival_time_s) == []
-    order, running, now_s = [], "blocker", 100.0
-    while running:
-        out = s.on_finish(running, now_s)
-        running = out[0].request_id if out else None
-        order += [running] if running else []
-        now_s += 1.0
-    return order
+def drain_order(records, policy="ssjf", **cfg):
+    """Start order behind one busy slot, without the guard (and without aging unless `cfg` sets it)."""
+    return fill_then_drain(policy, records, **cfg)
 
 
 @pytest.mark.timeout(10)
@@ -66,7 +51,7 @@ def test_relative_aging_is_scale_free():
     base = [(0.0, 400.0), (3.0, 40.0), (7.0, 90.0), (9.0, 5.0), (12.0, 60.0)]
     def order(scale):
         return drain_order([RequestRecord(f"r{i}", t, p * scale) for i, (t, p) in enumerate(base)],
-                           aging_half_life_s=4.0)
+                           aging="relative", aging_half_life_s=4.0)
     assert order(1.0) == order(0.125) == order(8.0)
 
 
@@ -76,7 +61,7 @@ def test_relative_aging_halves_cost_per_half_life():
     old = RequestRecord("old", 0.0, 400.0)
     early = RequestRecord("early", 19.0, 100.0)  # old waited 19 s more: 400/2^1.9 > 100
     late = RequestRecord("late", 21.0, 100.0)  # old waited 21 s more: 400/2^2.1 < 100
-    assert drain_order([old, early, late], aging_half_life_s=10.0) == ["early", "old", "late"]
+    assert drain_order([old, early, late], aging="relative", aging_half_life_s=10.0) == ["early", "old", "late"]
 
 
 @pytest.mark.timeout(10)
