@@ -185,3 +185,18 @@ def test_bad_setup_is_named(tmp_path):
         records.read_setup(path)
     path.write_text(json.dumps({"setup": {**setup, "scheduler": {"policy": "fcfs", "max_wait_s": 3.0}}}))
     assert records.read_setup(path).config("ssjf") == SchedulerConfig(policy="ssjf", max_wait_s=3.0)
+
+
+@pytest.mark.timeout(120)
+def test_tuning_pool_holds_only_val_prompts():
+    """bench.sim.tune chooses settings on val-split prompts only: the replay evaluates on test ones."""
+    from types import SimpleNamespace
+
+    from bench.common import FIXTURES
+    from bench.sim.tune import tuning_pool
+    from proxy_model import split_of
+
+    args = SimpleNamespace(prompts=str(FIXTURES / "proxy" / "sharegpt_600.jsonl"), predictor=None)
+    rows, _, predictor = tuning_pool(args)
+    seed = predictor.info()["split"]["seed"]
+    assert rows and all(split_of(r.prompt, seed) == "val" for r in rows)
