@@ -26,6 +26,12 @@ class Row:
     output_tokens: int | None  # None until labelled from `response`
     response: str | None = None
     model: str | None = None
+    split: str | None = None  # explicit split (e.g. a conversation's, from its first user message)
+
+
+def row_split(row: Row, seed: int = DEFAULT_SPLIT_SEED) -> str:
+    """The row's explicit split if it has one, else `split_of(row.prompt, seed)`."""
+    return row.split if row.split is not None else split_of(row.prompt, seed)
 
 
 def split_of(prompt: str, seed: int = DEFAULT_SPLIT_SEED) -> str:
@@ -48,15 +54,18 @@ def _parse_row(obj: object, where: str) -> Row:
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
         raise DataError(f"{where}: field 'model' must be a string")
+    split = obj.get("split")
+    if split is not None and split not in SPLIT_FRACTIONS:
+        raise DataError(f"{where}: field 'split' must be one of {sorted(SPLIT_FRACTIONS)}, got {split!r}")
     if "output_tokens" in obj:
         n = obj["output_tokens"]
         if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0 or not math.isfinite(n):
             raise DataError(f"{where}: 'output_tokens' must be a non-negative number, got {n!r}")
-        return Row(prompt, int(n), None, model)
+        return Row(prompt, int(n), None, model, split)
     response = obj.get("response")
     if not isinstance(response, str):
         raise DataError(f"{where}: needs 'response' (string) or 'output_tokens' (number)")
-    return Row(prompt, None, response, model)
+    return Row(prompt, None, response, model, split)
 
 
 def read_jsonl(path: str | Path) -> list[Row]:
@@ -96,7 +105,7 @@ def label_rows(rows: list[Row], tokenizer) -> list[Row]:
     counts = count_tokens([rows[i].response for i in todo], tokenizer) if todo else []
     out = list(rows)
     for i, n in zip(todo, counts):
-        out[i] = Row(rows[i].prompt, n, None, rows[i].model)
+        out[i] = Row(rows[i].prompt, n, None, rows[i].model, rows[i].split)
     return out
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 
 from .cli import run_cli
-from .data import DataError, demo_tokenizer, load_labelled, split_of
+from .data import DataError, demo_tokenizer, load_labelled, row_split
 from .metrics import accuracy, latency
 from .predictor import load_predictor
 
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def select_split(rows, split: str, seed: int, paths: list[str]):
-    chosen = rows if split == "all" else [r for r in rows if split_of(r.prompt, seed) == split]
+    chosen = rows if split == "all" else [r for r in rows if row_split(r, seed) == split]
     if len(chosen) < 2:
         raise DataError(f"{', '.join(paths)}: only {len(chosen)} row(s) in split '{split}' (seed {seed})")
     return chosen

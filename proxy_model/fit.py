@@ -100,9 +100,16 @@ def calibrate(head: Head, x: torch.Tensor, m: torch.Tensor, y: np.ndarray) -> No
 
 def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.Tensor, y: np.ndarray,
              num_layers: int, minutes: float, lr: float, batch_size: int, seed: int, lora_rank: int = 0,
-             lora_scale: float = 1.0) -> dict:
+             lora_scale: float = 1.0, val: tuple | None = None, eval_minutes: float = 0.0,
+             warmup: float = 0.0) -> dict:
     """Jointly tune the encoder and the head for at most `minutes`: LoRA adapters on every layer
-    (lora_rank > 0) or else the last `num_layers` layers' weights."""
+    (lora_rank > 0) or else the last `num_layers` layers' weights.
+
+    warmup > 0: the learning rate rises linearly over that fraction of the time box, then follows a
+    cosine to 0 at the deadline (a schedule in wall-clock time, since the run is time-boxed).
+    val = (prompts, model_idx, tokens) and eval_minutes > 0: Kendall tau on val is measured at the
+    start (the frozen head) and every eval_minutes; the encoder and head weights with the best val
+    tau are kept (possibly the start, i.e. no fine-tuning)."""
     if lora_rank > 0:
         names = []
         params = add_lora(encoder.model, lora_rank, lora_scale, seed)
@@ -110,6 +117,31 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
         names = encoder.unfreeze_last(num_layers)
         params = [p for p in encoder.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": lr}, {"params": head.parameters(), "lr": lr * 10}])
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    track = set(names) if lora_rank <= 0 else None
+
+    def snapshot():
+        enc = {n: p.detach().clone() for n, p in encoder.model.named_parameters() if p.requires_grad}
+        return enc, copy.deepcopy(head.state_dict())
+
+    def evaluate_val() -> float:
+        encoder.model.eval()
+        with torch.inference_mode():
+            x_val = []
+            for i in range(0, len(val[0]), 256):
+                pooled, ll = encoder.encode(val[0][i : i + 256])
+                x_val.append(assemble(pooled, ll, feat_cfg["layers"], feat_cfg["poolings"], feat_cfg["use_length"]))
+        tau = val_tau(head, torch.cat(x_val), val[1], val[2])
+        encoder.model.train()
+        head.train()
+        return tau
+
+    history = []
+    best = None
+    if val is not None and eval_minutes > 0:
+        best = (evaluate_val(), snapshot(), 0)
+        history.append({"prompts_seen": 0, "val_kendall_tau": best[0]})
+        print(f"fine-tune start: val tau {best[0]:.4f}", flush=True)
     gen = torch.Generator().manual_seed(seed)
     ids, log_len = encoder.token_ids(prompts)
     tokens = torch.tensor(y, dtype=torch.float32)
@@ -117,7 +149,9 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
     if head.kind == "classification":
         edges = np.quantile(y, np.linspace(0, 1, len(head.bucket_log_medians) + 1)[1:-1])
         buckets = torch.tensor(np.searchsorted(np.unique(edges), y, side="right"), dtype=torch.long)
-    deadline = time.monotonic() + minutes * 60.0
+    t0 = time.monotonic()
+    deadline = t0 + minutes * 60.0
+    next_eval = t0 + eval_minutes * 60.0
     seen, steps = 0, 0
     what = f"LoRA r={lora_rank} on all layers" if lora_rank > 0 else f"last {num_layers} layer(s)"
     bar = tqdm(desc=f"fine-tune {what}", unit="prompt", total=len(ids))
@@ -128,6 +162,11 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
         for i in range(0, len(order), batch_size):
             if time.monotonic() >= deadline:
                 break
+            if warmup > 0:
+                frac = (time.monotonic() - t0) / (minutes * 60.0)
+                factor = frac / warmup if frac < warmup else 0.5 * (1 + np.cos(np.pi * (frac - warmup) / (1 - warmup)))
+                for g, base in zip(opt.param_groups, base_lrs):
+                    g["lr"] = base * max(float(factor), 0.0)
             idx = order[i : i + batch_size].tolist()
             width = max(len(ids[j]) for j in idx)
             input_ids = torch.zeros(len(idx), width, dtype=torch.long)
@@ -144,7 +183,20 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
             seen += len(idx)
             steps += 1
             bar.update(len(idx))
+            if best is not None and (time.monotonic() >= next_eval or time.monotonic() >= deadline):
+                tau = evaluate_val()
+                history.append({"prompts_seen": seen, "val_kendall_tau": tau})
+                print(f"fine-tune {seen} prompts, {steps} steps: val tau {tau:.4f} (best {best[0]:.4f})", flush=True)
+                if tau > best[0]:
+                    best = (tau, snapshot(), seen)
+                next_eval = time.monotonic() + eval_minutes * 60.0
     bar.close()
+    if best is not None:
+        with torch.no_grad():
+            live = dict(encoder.model.named_parameters())
+            for n, v in best[1][0].items():
+                live[n].copy_(v)
+        head.load_state_dict(best[1][1])
     encoder.model.eval()
     head.eval()
     for p in params:
@@ -159,4 +211,8 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
                     p.copy_(p.to(torch.float16).float())
                     tuned[n] = p.detach().clone()
         tuned = {"weights": tuned}
-    return {"finetune_prompts_seen": seen, "finetune_steps": steps, "finetune_minutes": minutes, "tuned": tuned}
+    report = {"finetune_prompts_seen": seen, "finetune_steps": steps, "finetune_minutes": minutes, "tuned": tuned}
+    if best is not None:
+        report.update({"finetune_best_val_kendall_tau": best[0], "finetune_best_prompts_seen": best[2],
+                       "finetune_history": history})
+    return report

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .chat import predictor_text
 from .encoder import Encoder, default_backbone
 from .heads import Head, assemble
 from .lora import apply_lora_deltas
@@ -57,14 +58,19 @@ class Predictor:
         pooled, log_len = self.encoder.encode(prompts)
         return assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
 
-    def predict(self, prompts: list[str], model_names: list[str] | None = None) -> list[float]:
-        """Predicted output tokens (> 0) per prompt; unknown/None model names use the default."""
+    def predict(self, prompts: list, model_names: list[str] | None = None) -> list[float]:
+        """Predicted output tokens (> 0) per prompt; unknown/None model names use the default.
+
+        Each item is a prompt string or an OpenAI messages list ([{"role", "content"}, ...]); a list
+        is turned into text by `proxy_model.chat.predictor_text` (as the training rows were)."""
         return [float(t) for t in self.head.score_tokens(self.scores(prompts, model_names))]
 
-    def scores(self, prompts: list[str], model_names: list[str] | None = None) -> np.ndarray:
-        """The head's score per prompt (float64), which `predict` maps monotonically to tokens."""
+    def scores(self, prompts: list, model_names: list[str] | None = None) -> np.ndarray:
+        """The head's score per prompt string or messages list (float64), which `predict` maps
+        monotonically to tokens."""
         if model_names is not None and len(model_names) != len(prompts):
             raise ValueError("model_names must be None or as long as prompts")
+        prompts = [p if isinstance(p, str) else predictor_text(p) for p in prompts]
         out: list[float] = []
         with self._lock, torch.inference_mode():
             for i in range(0, len(prompts), self.batch_size):

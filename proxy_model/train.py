@@ -15,7 +15,7 @@ import torch
 
 from .cache import encode_cached
 from .cli import run_cli
-from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, split_of
+from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, row_split
 from .encoder import Encoder
 from .fit import calibrate, finetune, fit_head
 from .heads import HEAD_KINDS, Head, assemble, model_index
@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--finetune-minutes", type=float, default=10.0)
     ap.add_argument("--finetune-lr", type=float, default=3e-5)
     ap.add_argument("--finetune-batch-size", type=int, default=32)
+    ap.add_argument("--finetune-warmup", type=float, default=0.0,
+                    help="fraction of the time box for linear LR warm-up, then cosine to 0 (0 = constant LR)")
+    ap.add_argument("--finetune-eval-minutes", type=float, default=0.0,
+                    help="measure val tau every N minutes and keep the best weights (0 = keep the last)")
+    ap.add_argument("--finetune-val-rows", type=int, default=2000, help="val rows (seeded sample) for that")
     ap.add_argument("--lora-rank", type=int, default=0, help="fine-tune LoRA adapters on all layers instead")
     ap.add_argument("--lora-scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -68,7 +73,7 @@ def feature_config(args, encoder: Encoder) -> dict:
 def split_rows(rows, seed: int) -> dict:
     parts = {"train": [], "val": [], "test": []}
     for r in rows:
-        parts[split_of(r.prompt, seed)].append(r)
+        parts[row_split(r, seed)].append(r)
     for name, part in parts.items():
         if len(part) < 2:
             raise ValueError(f"split '{name}' has {len(part)} rows; need more data")
@@ -82,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_labelled(args.data, demo_tokenizer(args.tokenizer), args.max_rows)
     parts = split_rows(rows, args.split_seed)
     encoder = Encoder(args.backbone, args.max_prompt_tokens, args.num_layers)
-    # the cache holds all layers of the full backbone; a depth-cut encoder's states are a prefix
-    full = encoder if args.num_layers is None else Encoder(args.backbone, args.max_prompt_tokens)
+    # the cache is keyed by depth; a depth-cut encoder caches only its own (cheaper) states
+    full = encoder
     feat = feature_config(args, encoder)
     model_names = sorted({r.model for r in rows if r.model is not None})
     data = {}
@@ -99,9 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                       args.weight_decay, args.seed)
     tuned = None
     if args.finetune:
+        val_ft = None
+        if args.finetune_eval_minutes > 0:
+            pick = np.random.default_rng(args.seed).permutation(len(parts["val"]))[: args.finetune_val_rows]
+            pick = torch.as_tensor(np.sort(pick))
+            val_ft = ([parts["val"][i].prompt for i in pick], data["val"][1][pick], data["val"][2][pick.numpy()])
         ft = finetune(encoder, head, feat, [r.prompt for r in parts["train"]], data["train"][1],
                       data["train"][2], args.finetune_layers, args.finetune_minutes, args.finetune_lr,
-                      args.finetune_batch_size, args.seed, args.lora_rank, args.lora_scale)
+                      args.finetune_batch_size, args.seed, args.lora_rank, args.lora_scale, val_ft,
+                      args.finetune_eval_minutes, args.finetune_warmup)
         tuned = ft.pop("tuned")
         report.update(ft)
     config = {

@@ -68,3 +68,21 @@ def test_evaluate_cli_prints_json_last(checkpoint):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert REQUIRED_KEYS <= set(result)
     assert result["n"] == len(held_out_rows()) and result["kendall_tau"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_finetune_with_warmup_and_val_checks_keeps_best_and_round_trips(tmp_path):
+    out = tmp_path / "ft"
+    assert train_main(["--data", str(FIXTURE), "--head", "classification", "--out", str(out), "--epochs", "3",
+                       "--max-prompt-tokens", "32", "--num-layers", "2", "--feature-layers", "1,2",
+                       "--cache-dir", str(tmp_path / "cache"), "--finetune", "--finetune-layers", "1",
+                       "--finetune-minutes", "0.1", "--finetune-warmup", "0.2", "--finetune-eval-minutes", "0.03",
+                       "--finetune-val-rows", "40", "--seed", "0"]) == 0
+    train = json.loads((out / "config.json").read_text())["train"]
+    history = train["finetune_history"]
+    assert history[0]["prompts_seen"] == 0 and len(history) >= 2
+    assert train["finetune_best_val_kendall_tau"] == max(h["val_kendall_tau"] for h in history)
+    assert (out / "backbone_delta.safetensors").exists()
+    prompts = [r.prompt for r in held_out_rows()][:8]
+    assert load_predictor(out).predict(prompts) == load_predictor(out).predict(prompts)
