@@ -29,5 +29,8 @@ serve: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.replay --quick
 
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.demo
+
 clean:
 	rm -rf $(VENV) build *.egg-info
