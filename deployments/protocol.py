@@ -72,7 +72,14 @@ class ParsedRequest:
     priority: int = 0
     oracle_output_tokens: Optional[int] = None  # only the sjf-oracle policy reads it
     bench_stop_after_tokens: Optional[int] = None  # only the engine reads it
+    messages: Optional[list[dict]] = None  # chat requests: the validated messages
     created_at_s: float = 0.0
+
+    @property
+    def predictor_input(self) -> str | list[dict]:
+        """What the length predictor reads: the messages of a chat (so it can put the last user
+        message first), else the prompt text."""
+        return self.messages if self.messages is not None else self.prompt_text
 
     def record(self, arrival_time_s: float, predicted_output_tokens: float) -> RequestRecord:
         """The scheduler's view: what the request states, the prediction and (oracle only) its true length."""
@@ -133,6 +140,7 @@ def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
         priority=_priority(body),
         oracle_output_tokens=_optional_int(body, "oracle_output_tokens", minimum=0),
         bench_stop_after_tokens=_optional_int(body, "bench_stop_after_tokens", minimum=1),
+        messages=[{"role": m["role"], "content": m["content"]} for m in body["messages"]] if kind == "chat" else None,
     )
 
 

@@ -143,7 +143,7 @@ class SSJFRouter:
 
     async def _run_attempts(self, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
         predict_started_s = time.perf_counter()
-        predicted = self._config.predictor.length_scale * await self._predict_batch(parsed.prompt_text)
+        predicted = self._config.predictor.length_scale * await self._predict_batch(parsed.predictor_input)
         predict_ms = 1000 * (time.perf_counter() - predict_started_s)
         arrival_s = self._dispatcher.now_s()
         record = parsed.record(arrival_s, float(predicted))
@@ -211,7 +211,7 @@ class SSJFRouter:
             stream.cancel()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _predict_batch(self, prompts: list[str]) -> list[float]:
+    async def _predict_batch(self, prompts: list[str | list[dict]]) -> list[float]:
         started_s = time.perf_counter()
         loop = asyncio.get_running_loop()
         predictions = await loop.run_in_executor(self._predict_pool, self._predictor.predict, prompts)

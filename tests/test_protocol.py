@@ -118,3 +118,10 @@ def test_priority_range(tokenizer, priority, ok):
         with pytest.raises(RequestError) as err:
             parse({"prompt": "hi", "priority": priority}, tokenizer)
         assert err.value.status == 400 and err.value.param == "priority"
+
+
+def test_predictor_reads_messages_of_a_chat_and_text_of_a_completion(tokenizer):
+    chat = parse({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
+                 tokenizer, kind="chat")
+    assert chat.predictor_input == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert parse({"prompt": "hello"}, tokenizer).predictor_input == "hello"
