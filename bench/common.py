@@ -7,6 +7,7 @@ proxy binds to 127.0.0.1 only.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import socket
 import time
@@ -22,6 +23,22 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 APP_NAME = "default"
 RAY_TEMP_DIR = "/tmp/ray_ssjf_replay"
 RUNTIME_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every bench CLI's `--help` lists each option's default (also options without help text; not
+    when the help already names its default or the option is required)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and action.option_strings and action.default is not argparse.SUPPRESS:
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or "default" in text.lower() or isinstance(action, argparse._HelpAction):
+            return text
+        return super()._get_help_string(action)
 
 
 def free_port() -> int:

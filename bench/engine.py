@@ -21,7 +21,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from bench.common import FIXTURES, SHARED_DATA
+from bench.common import FIXTURES, SHARED_DATA, HelpFormatter
 from engine import Engine, EngineConfig, GenerationRequest, demo_tokenizer
 
 DEFAULT_PROMPTS = SHARED_DATA / "prompts" / "sharegpt_v3_first_turn.jsonl"
@@ -109,14 +109,16 @@ def print_table(results: dict[str, dict]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="48 requests, output lengths x0.5 capped at 256 (about 3-5 min on 2 CPU cores)")
     parser.add_argument("--prompts", type=Path, default=None,
                         help=f"JSONL workload (default {DEFAULT_PROMPTS}, else the committed fixture)")
-    parser.add_argument("--num-requests", type=int, default=None)
-    parser.add_argument("--output-scale", type=float, default=None)
-    parser.add_argument("--max-output-tokens", type=int, default=None)
+    parser.add_argument("--num-requests", type=int, default=None, help="default: 64, or 48 with --quick")
+    parser.add_argument("--output-scale", type=float, default=None,
+                        help="output length = real response length x this; default: 1.0, or 0.5 with --quick")
+    parser.add_argument("--max-output-tokens", type=int, default=None, help="default: 1024, or 256 with --quick")
     parser.add_argument("--max-prompt-tokens", type=int, default=256)
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)

@@ -16,7 +16,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.common import percentile
+from bench.common import HelpFormatter, percentile
 
 PROMPTS = [
     "Explain the difference between a process and a thread.",
@@ -61,7 +61,8 @@ def predictor_costs(num_prompts: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--max-tokens", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)

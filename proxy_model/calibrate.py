@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import run_cli
+from .cli import HelpFormatter, run_cli
 from .data import demo_tokenizer, load_labelled
 from .evaluate import evaluate, select_split
 from .predictor import load_predictor
@@ -25,7 +25,7 @@ from .predictor import load_predictor
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m proxy_model.calibrate", description=__doc__,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="checkpoint dir, or a shipped name (default, fast)")
     ap.add_argument("--data", action="append", required=True, help="JSONL file (repeatable)")
     ap.add_argument("--split", choices=("train", "val"), default="val", help="rows to fit the mapping on")

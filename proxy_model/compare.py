@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .cli import run_cli
+from .cli import HelpFormatter, default_cache_dir, run_cli
 from .data import demo_tokenizer, load_labelled, split_of
 from .evaluate import evaluate
 from .metrics import latency
@@ -84,15 +84,15 @@ def fmt(x, digits=3):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m proxy_model.compare", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m proxy_model.compare", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--checkpoint", action="append", default=[], help="checkpoint dir (repeatable; "
                     "'default' = shipped predictor)")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--latency-prompts", type=int, default=128)
     ap.add_argument("--out", default=None, help="write the markdown here too")
-    ap.add_argument("--cache-dir", default="runs/proxy_cache", help="feature cache for frozen checkpoints "
-                    "('' = always encode live)")
+    ap.add_argument("--cache-dir", default=default_cache_dir(), help="feature cache for frozen checkpoints "
+                    "('' = always encode live; $SSJF_CACHE_DIR/proxy_features when set)")
     args = ap.parse_args(argv)
     datasets = {Path(p).name: load_labelled([p], demo_tokenizer()) for p in args.data}
     predictors = [load_predictor(None if c == "default" else c) for c in (args.checkpoint or ["default"])]

@@ -10,14 +10,14 @@ import argparse
 import json
 import sys
 
-from .cli import run_cli
+from .cli import HelpFormatter, run_cli
 from .data import DataError, demo_tokenizer, load_labelled, row_split
 from .metrics import accuracy, latency
 from .predictor import load_predictor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m proxy_model.evaluate", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m proxy_model.evaluate", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--data", action="append", required=True, help="JSONL file (repeatable)")
     ap.add_argument("--checkpoint", default=None, help="checkpoint dir (default: shipped predictor)")
     ap.add_argument("--split", choices=("train", "val", "test", "all"), default="test")

@@ -2,6 +2,10 @@
 
 Rows are split by `split_of(prompt, --split-seed)`: the head trains on 'train', picks its epoch on
 'val', and the checkpoint stores metrics on 'test' (never used for any choice).
+
+The defaults are the shipped checkpoint's recipe (proxy_model/checkpoints/default/README.md): frozen
+encoder run to layer 4, mean + CLS pooling of hidden states 2,3,4, classification head, 30 epochs.
+Frozen features are cached in $SSJF_CACHE_DIR/proxy_features (default ~/.cache/ssjf-serve/...).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 
 from .cache import encode_cached
-from .cli import run_cli
+from .cli import HelpFormatter, default_cache_dir, run_cli
 from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, row_split
 from .encoder import Encoder
 from .fit import calibrate, finetune, fit_head
@@ -24,21 +28,21 @@ from .predictor import FORMAT_VERSION, Predictor, backbone_name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m proxy_model.train", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m proxy_model.train", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--data", action="append", required=True, help="JSONL file (repeatable)")
-    ap.add_argument("--head", choices=HEAD_KINDS, default="ranking")
+    ap.add_argument("--head", choices=HEAD_KINDS, default="classification")
     ap.add_argument("--out", required=True, help="checkpoint directory to write")
     ap.add_argument("--backbone", default=None, help="HF encoder id/path (default: all-MiniLM-L6-v2, pip)")
     ap.add_argument("--tokenizer", default=None, help="served LLM's tokenizer for labels (default: demo)")
     ap.add_argument("--max-prompt-tokens", type=int, default=64)
-    ap.add_argument("--num-layers", type=int, default=None, help="run only the first N encoder layers")
-    ap.add_argument("--feature-layers", default="-1", help="hidden states to pool, e.g. '-1' or '4,5,6'")
+    ap.add_argument("--num-layers", type=int, default=4, help="run only the first N encoder layers (0 = all)")
+    ap.add_argument("--feature-layers", default="2,3,4", help="hidden states to pool, e.g. '-1' (last) or '4,5,6'")
     ap.add_argument("--poolings", default="mean,cls")
     ap.add_argument("--no-length-feature", action="store_true")
     ap.add_argument("--hidden", type=int, default=256, help="MLP width (0 = linear head)")
     ap.add_argument("--num-buckets", type=int, default=10, help="classification: quantile buckets")
     ap.add_argument("--model-dim", type=int, default=8, help="model-name embedding size")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=30, help="the epoch with the best val tau is kept")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -58,9 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     ap.add_argument("--max-rows", type=int, default=None, help="use the first N rows of each file")
-    ap.add_argument("--cache-dir", default="runs/proxy_cache", help="frozen feature cache ('' = none)")
+    ap.add_argument("--cache-dir", default=default_cache_dir(),
+                    help="frozen feature cache ('' = none; $SSJF_CACHE_DIR/proxy_features when set) (default: %(default)s)")
     ap.add_argument("--name", default=None)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.num_layers = args.num_layers or None  # 0: every layer
+    return args
 
 
 def feature_config(args, encoder: Encoder) -> dict:

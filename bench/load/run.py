@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import aiohttp
 
-from bench.common import percentile
+from bench.common import HelpFormatter, percentile
 from bench.load.traffic import Outcome, Planned, plan, send
 
 # Few slots and a short queue: at 200 concurrent clients the router must shed load with 429s.
@@ -190,7 +190,8 @@ def _run_with_local_app(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--url", default=None, help="a running app (e.g. http://127.0.0.1:8000); "

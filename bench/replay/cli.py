@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from bench.common import FIXTURES, SHARED_DATA
+from bench.common import FIXTURES, SHARED_DATA, HelpFormatter
 
 FIXTURE_DIR = FIXTURES / "replay"
 DEFAULT_TRACE = SHARED_DATA / "traces" / "azure_llm_2023_conv.csv"
@@ -53,7 +53,7 @@ def parse_arm(text: str) -> Arm:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.replay", description=(
+    p = argparse.ArgumentParser(prog="python -m bench.replay", formatter_class=HelpFormatter, description=(
         "Live trace replay of FCFS vs SSJF vs SJF-oracle against the Serve app over loopback HTTP. "
         "Each policy runs on a freshly deployed app with the identical workload."))
     p.add_argument("--trace", help=f"arrivals: Azure CSV or JSONL with timestamp in ms (default {DEFAULT_TRACE}, "

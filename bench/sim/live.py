@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import HelpFormatter
 from bench.sim.cluster import Workload, build_simulation
 from bench.sim.engine import CostModel
 from bench.sim.extrapolate import GPU_COST, extrapolate, extrapolation_table, request_pool
@@ -187,7 +188,8 @@ def _loads(text: str) -> list[float]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.sim.live", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.sim.live", description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--run", required=True, metavar="DIR", help="live replay output (requests.jsonl, summary.json)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--seed", type=int, default=0)

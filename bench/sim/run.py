@@ -20,6 +20,7 @@ import numpy as np
 
 from router import (AGING_KINDS, DEFAULT_AGING, DEFAULT_AGING_HALF_LIFE_S, DEFAULT_AGING_TOKENS_PER_S,
                     DEFAULT_MAX_WAIT_S, SchedulerConfig)
+from bench.common import HelpFormatter
 from bench.sim import workload as wl
 from bench.sim.cluster import Workload, simulate
 from bench.sim.engine import CostModel, nominal_capacity_rps
@@ -30,7 +31,8 @@ NO_GUARD = dict(aging="linear", aging_tokens_per_s=0.0, max_wait_s=math.inf)  # 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.sim", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.sim", description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--num-requests", type=int, default=100_000)
     p.add_argument("--replicas", type=int, default=64)
     p.add_argument("--batching", choices=("none", "dynamic", "continuous"), default="none")
