@@ -14,6 +14,8 @@ def __getattr__(name: str):
         return build_app
     if name == "app":
         from deployments.app import build_app
+        from deployments.serve_build_shim import apply_if_serve_build
 
+        apply_if_serve_build()  # `serve build deployments:app`: app "default", HTTP on 127.0.0.1
         return build_app()
     raise AttributeError(f"module 'deployments' has no attribute {name!r}")

@@ -48,3 +48,41 @@ def test_help_shows_defaults(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "(default: 127.0.0.1)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def serve_scripts(monkeypatch):
+    from ray.serve import scripts
+
+    for name in ("ServeApplicationSchema", "get_all_interfaces_ip"):  # restored after the test
+        monkeypatch.setattr(scripts, name, getattr(scripts, name))
+    monkeypatch.setattr(scripts, "_ssjf_build_shim", False, raising=False)
+    return scripts
+
+
+def test_serve_build_shim_only_under_serve_build(serve_scripts):
+    from deployments.serve_build_shim import apply_if_serve_build
+
+    assert not apply_if_serve_build(["/venv/bin/serve", "run", "deployments:app"])
+    assert not apply_if_serve_build(["pytest"])
+    assert apply_if_serve_build(["/venv/bin/serve", "build", "deployments:app"])
+    assert serve_scripts.get_all_interfaces_ip() == "127.0.0.1"
+    ours = serve_scripts.ServeApplicationSchema(name="app1", route_prefix="/", import_path="deployments:app")
+    other = serve_scripts.ServeApplicationSchema(name="app1", route_prefix="/", import_path="other:app")
+    assert ours.name == "default" and other.name == "app1"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_serve_build_writes_default_app_on_loopback(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "built.yaml"
+    done = subprocess.run([str(Path(sys.executable).parent / "serve"), "build", "deployments:app", "-o", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(Path.home())})
+    assert done.returncode == 0, done.stderr[-2000:]
+    built = yaml.safe_load(out.read_text())
+    assert built["http_options"]["host"] == "127.0.0.1"
+    assert [a["name"] for a in built["applications"]] == ["default"]
