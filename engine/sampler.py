@@ -3,18 +3,20 @@
 Invariant: a sequence's choice depends only on its own logits row and its own `torch.Generator` (one uniform
 draw per token), so a seeded request samples the same tokens whatever batch it shares. Sampling is an inverse
 CDF over vocabulary order in float64, so the float noise of a different batch shape moves a decision only
-when the draw lands within ~1e-6 of a bucket edge.
+when the draw lands within ~1e-6 of a bucket edge. Logits are shifted by their maximum before the temperature
+divides them, so any temperature > 0 (even a denormal) gives a valid distribution, never NaN. Unseeded
+generators draw their seed from the OS, so replicas never share a sampling sequence.
 """
 from __future__ import annotations
 
-import random
+import secrets
 
 import torch
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else random.getrandbits(63))
+    generator.manual_seed(seed if seed is not None else secrets.randbits(63))
     return generator
 
 
@@ -29,7 +31,8 @@ def sample_next_tokens(logits: torch.Tensor, temperatures: list[float], top_ps: 
 
 
 def _sample_row(row_logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    probs = torch.softmax(row_logits.double() / temperature, dim=-1)
+    shifted = row_logits.double() - row_logits.double().max()  # <= 0, exactly 0 at the maximum
+    probs = torch.softmax(shifted / temperature, dim=-1)  # a tiny temperature -> -inf elsewhere: one-hot
     if top_p < 1.0:
         sorted_probs = probs.sort(descending=True).values
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
