@@ -52,6 +52,8 @@ class Dispatcher:
         case the request no longer holds a queue place or a slot.
         """
         request_id = record.request_id
+        if request_id in self._waiters or request_id in self._running:  # before touching the original's state
+            raise ValueError(f"request {request_id!r} is already waiting or running")
         future = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
         try:

@@ -100,3 +100,22 @@ def test_drained_replica_finishes_started_work_and_requeues_the_rest():
         assert "r0" not in d.scheduler.replicas()
 
     asyncio.run(scenario())
+
+
+def test_duplicate_id_is_refused_without_dropping_the_waiting_original():
+    """Audit finding: a second request with the id of a *waiting* one got 409 and silently removed the
+    original's waiter, which then timed out with every slot free."""
+    async def scenario():
+        d = Dispatcher(Scheduler(SchedulerConfig(policy="fcfs")), clock=FAKE_CLOCK)
+        d.sync_replicas({"r0": 1})
+        busy = await d.acquire(record("busy", 5), timeout_s=1)
+        original = asyncio.create_task(d.acquire(record("dup", 5), timeout_s=5))
+        await asyncio.sleep(0.01)
+        with pytest.raises(ValueError, match="already waiting or running"):
+            await d.acquire(record("dup", 5), timeout_s=1)
+        with pytest.raises(ValueError, match="already waiting or running"):
+            await d.acquire(record("busy", 5), timeout_s=1)
+        d.release(busy.request_id, busy.replica_id)
+        return (await asyncio.wait_for(original, 2)).request_id
+
+    assert asyncio.run(scenario()) == "dup"
