@@ -146,6 +146,8 @@ class HTTPRouter(SSJFRouter):
             raise RequestError(400, "request body is nested too deeply") from None
         except json.JSONDecodeError as exc:
             raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+        except ValueError as exc:  # e.g. an integer literal over Python's 4,300-digit conversion limit
+            raise RequestError(400, f"request body has an unusable value: {str(exc)[:200]}") from None
 
     async def _sse(self, parsed, kind: str, first: dict, events: AsyncIterator[dict]) -> AsyncIterator[str]:
         try:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 from router import MAX_PRIORITY, MIN_PRIORITY, RequestRecord
 
 DEFAULT_MAX_TOKENS = 16
+MAX_SEED = 2**63  # torch generators take 64-bit seeds
 PLAIN_CHAT_TEMPLATE = "{role}: {content}\n"  # used when the tokenizer has no chat template
 PLAIN_CHAT_SUFFIX = "assistant:"
 
@@ -135,7 +136,7 @@ def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
     return ParsedRequest(
         request_id=_request_id(body), prompt_text=prompt_text, prompt_token_ids=token_ids,
         max_tokens=max_tokens, temperature=_float(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_top_p(body), seed=_optional_int(body, "seed"), stop=_stop(body),
+        top_p=_top_p(body), seed=_seed(body), stop=_stop(body),
         ignore_eos=_bool(body, "ignore_eos", False), stream=_bool(body, "stream", False), model=model,
         priority=_priority(body),
         oracle_output_tokens=_optional_int(body, "oracle_output_tokens", minimum=0),
@@ -151,7 +152,7 @@ def _completion_prompt(body: dict, tokenizer: Any) -> tuple[str, list[int]]:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise RequestError(400, "prompt: must not be empty", param="prompt")
-        return prompt, list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return prompt, _encode(tokenizer, _utf8(prompt, "prompt"), "prompt")
     if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
         vocab = len(tokenizer)
         if any(t < 0 or t >= vocab for t in prompt):
@@ -182,7 +183,7 @@ def _chat_prompt(body: dict, tokenizer: Any) -> tuple[str, list[int]]:
         text = "".join(PLAIN_CHAT_TEMPLATE.format(**m) for m in messages) + PLAIN_CHAT_SUFFIX
     if not "".join(m["content"] for m in messages).strip():
         raise RequestError(400, "messages: all contents are empty", param="messages")
-    return text, list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return text, _encode(tokenizer, _utf8(text, "messages"), "messages")
 
 
 def _max_tokens(body: dict, kind: str) -> int:
@@ -256,4 +257,27 @@ def _stop(body: dict) -> list[str]:
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
         raise RequestError(400, "stop: must be a non-empty string or a list of up to 4 of them", param="stop")
-    return stops
+    return [_utf8(s, "stop") for s in stops]
+
+
+def _utf8(text: str, name: str) -> str:
+    """JSON allows lone surrogates (\\ud800) that no tokenizer can encode: a 400, not a 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(400, f"{name}: contains an unpaired UTF-16 surrogate", param=name) from None
+    return text
+
+
+def _encode(tokenizer: Any, text: str, name: str) -> list[int]:
+    token_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not token_ids:  # e.g. only zero-width characters
+        raise RequestError(400, f"{name}: encodes to no tokens", param=name)
+    return token_ids
+
+
+def _seed(body: dict) -> Optional[int]:
+    seed = _optional_int(body, "seed", minimum=0)
+    if seed is not None and seed >= MAX_SEED:
+        raise RequestError(400, f"seed: must be < 2**63 (got {seed})", param="seed")
+    return seed

@@ -125,3 +125,23 @@ def test_predictor_reads_messages_of_a_chat_and_text_of_a_completion(tokenizer):
                  tokenizer, kind="chat")
     assert chat.predictor_input == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert parse({"prompt": "hello"}, tokenizer).predictor_input == "hello"
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": "\u200b"}, "prompt"),  # only a zero-width space: no tokens
+    ({"prompt": "a\ud800b"}, "prompt"),  # lone surrogate
+    ({"prompt": "hi", "stop": "\ud800"}, "stop"),
+    ({"prompt": "hi", "seed": 2**64}, "seed"),
+    ({"prompt": "hi", "seed": -1}, "seed"),
+])
+def test_inputs_that_used_to_500_are_400(tokenizer, body, param):
+    """Audit findings: these reached the tokenizer or the engine and failed there with a 500."""
+    with pytest.raises(RequestError) as err:
+        parse(body, tokenizer)
+    assert err.value.status == 400 and err.value.param == param
+
+
+def test_chat_with_a_lone_surrogate_is_a_400(tokenizer):
+    with pytest.raises(RequestError) as err:
+        parse({"messages": [{"role": "user", "content": "x\udfff"}]}, tokenizer, kind="chat")
+    assert err.value.status == 400

@@ -102,7 +102,8 @@ def test_bad_requests_get_openai_errors(app_url, body, status, param):
     assert r.json()["error"]["param"] == param
 
 
-@pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000])
+@pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"prompt": "hi", "max_tokens": 1' + b"0" * 5000 + b"}"])  # > 4,300 digits
 def test_malformed_bodies(app_url, data):
     r = requests.post(app_url + "/v1/completions", data=data, timeout=30,
                       headers={"content-type": "application/json"})
