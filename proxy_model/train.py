@@ -1,6 +1,7 @@
 """`python -m proxy_model.train`: fit a length predictor on JSONL data and save a checkpoint.
 
-Rows are split by `split_of(prompt, --split-seed)`: the head trains on 'train', picks its epoch on
+Rows are split by their `split` field when present (conversation rows from `python -m
+proxy_model.chat`), else by `split_of(prompt, --split-seed)`: the head trains on 'train', picks its epoch on
 'val', and the checkpoint stores metrics on 'test' (never used for any choice).
 
 The defaults are the shipped checkpoint's recipe (proxy_model/checkpoints/default/README.md): frozen
