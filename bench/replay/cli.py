@@ -22,7 +22,7 @@ POLICIES = ("fcfs", "ssjf", "sjf-oracle")
 # README "Benchmarks -> live replay" for why these values make queueing, and so SJF, matter).
 PRESETS = {
     "full": {"num_requests": 400, "loads": "1.3", "rounds": 3, "num_replicas": 2, "max_batch_size": 2,
-             "output_scale": 0.125, "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 120.0,
+             "output_scale": 0.125, "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 90.0,
              "drain_timeout_s": 60.0, "calibration_s": 30.0},
     "quick": {"num_requests": 200, "loads": "1.3", "rounds": 2, "num_replicas": 2, "max_batch_size": 2,
               "output_scale": 0.125, "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 60.0,
