@@ -96,3 +96,13 @@ def test_predict_accepts_messages_lists_like_their_text():
     mixed = p.predict(["Hi", msgs, msgs[:1]])
     assert mixed == p.predict(["Hi", predictor_text(msgs), "Tell me about Rome"])
     assert all(t > 0 for t in mixed)
+
+
+@pytest.mark.timeout(180)
+def test_shipped_chat_checkpoint_predicts_on_messages():
+    p = load_predictor("chat")
+    msgs = [{"role": "user", "content": "Write a story"}, {"role": "assistant", "content": "Once upon a time..."},
+            {"role": "user", "content": "Make it much longer, with five chapters"}]
+    out = p.predict([msgs, "Hi"])
+    assert len(out) == 2 and all(t > 0 for t in out)
+    assert p.info()["split"]["seed"] == 0 and p.config["encoder"]["finetuned_layers"] == 2
