@@ -100,7 +100,7 @@ def test_predict_accepts_messages_lists_like_their_text():
 
 @pytest.mark.timeout(180)
 def test_shipped_chat_checkpoint_predicts_on_messages():
-    p = load_predictor("chat")
+    p = load_predictor()
     msgs = [{"role": "user", "content": "Write a story"}, {"role": "assistant", "content": "Once upon a time..."},
             {"role": "user", "content": "Make it much longer, with five chapters"}]
     out = p.predict([msgs, "Hi"])

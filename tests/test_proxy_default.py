@@ -9,7 +9,7 @@ from proxy_model import load_predictor
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("checkpoint", [None, "fast"])
+@pytest.mark.parametrize("checkpoint", [None, "fast", "frozen-v1"])
 def test_shipped_predictor_predicts_positive_tokens(checkpoint):
     p = load_predictor(checkpoint)
     prompts = ["Hi", "Write a 2000-word essay on the history of Rome, with sections and references.",
