@@ -101,7 +101,7 @@ def sim_block(file: str) -> Callable[[], str]:
 
 def aging_block() -> str:
     """SSJF under relative vs linear aging on the same simulated workload and starvation bound."""
-    runs = {"relative (half-life 10 s)": _load("sim_aging_relative.json"), "linear (10 tokens/s)": _load("sim_aging_linear.json")}
+    runs = {"relative (half-life 5 s)": _load("sim_aging_relative.json"), "linear (10 tokens/s)": _load("sim_aging_linear.json")}
     lines = ["| aging | policy | mean JCT s | p99 s | max wait s | / FCFS mean |", "|---|---|---|---|---|---|"]
     for aging, out in runs.items():
         fcfs = out["results"]["cluster/fcfs"]["mean_jct_s"]
@@ -151,7 +151,21 @@ def extrapolation_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def tune_block() -> str:
+    """bench.sim.tune: every arm's medians over the val-split tuning windows, per load."""
+    out = _load("sim_tune.json")
+    loads = list(out["by_load"])
+    lines = ["| arm | " + " | ".join(f"load {x}: mean / FCFS | load {x}: p99 / FCFS" for x in loads) + " |",
+             "|---" * (1 + 2 * len(loads)) + "|"]
+    for arm in out["by_load"][loads[0]]:
+        cells = [f"{out['by_load'][x][arm]['mean_jct_s_over_fcfs']:.3f} | {out['by_load'][x][arm]['p99_jct_s_over_fcfs']:.2f}"
+                 for x in loads]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "sim-tune": tune_block,
     "sim-live": sim_live_block,
     "sim-extrapolation": extrapolation_block,
     "sim-fronts": sim_block("sim_fronts.json"),
