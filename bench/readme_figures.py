@@ -64,7 +64,7 @@ def replay_block(file: str) -> Callable[[], str]:
         setup, cal = summary["setup"], summary["calibration"]
         primary = summary["loads"][f"{summary['primary_load']:g}"]
         head = (f"`{setup['command']}` — {setup['rounds']} rounds, load {summary['primary_load']:g} "
-                f"(service rate {cal['service_rate_rps']:.2f} req/s), "
+                f"(calibrated {cal['output_tokens_per_s']:.0f} output tokens/s), "
                 f"{primary['workloads'][0]['num_requests']} requests per round, "
                 f"{setup['num_replicas']} replicas × {setup['max_batch_size']} slots ({setup['batching']}); "
                 f"wall time {summary['setup'].get('wall_s', 0) / 60:.0f} min.")
@@ -172,7 +172,6 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "sim-aging": aging_block,
     "sim-paper": paper_block,
     "replay-full": replay_block("replay_full_summary.json"),
-    "replay-quick": replay_block("replay_quick_summary.json"),
     "replay-sweep": sweep_block,
 }
 

@@ -56,13 +56,19 @@ def workload_options(args, tokenizer) -> dict:
             "client_max_tokens": args.client_max_tokens}
 
 
-def timed_workload(args, pool, offsets_s, tokenizer, service_rps: float, load: float, seed: int):
-    """Scale the window to load x service rate, keep arrivals within max_span_s, build the items."""
-    target_rps = load * service_rps
-    scaled = scale_to_rate(offsets_s, target_rps)
+def timed_workload(args, pool, offsets_s, tokenizer, rate: dict, load: float, seed: int):
+    """Build the round's requests, then scale the window's gaps so that the offered work is `load` x
+    capacity: `rate` is {"output_tokens_per_s"} from the calibration (service rate = that / this
+    workload's own mean length, so a round of longer jobs is not heavier) or {"service_rps"} pinned by
+    --service-rate-rps. Arrivals later than max_span_s are dropped."""
+    items = build_workload(offsets_s, pool, seed, **workload_options(args, tokenizer))
+    mean_tokens = float(np.mean([it.output_tokens for it in items]))
+    service_rps = rate.get("service_rps") or rate["output_tokens_per_s"] / mean_tokens
+    scaled = scale_to_rate(offsets_s, load * service_rps)
+    items = [replace(it, arrival_s=float(t)) for it, t in zip(items, scaled) if t <= args.max_span_s]
     kept = scaled[scaled <= args.max_span_s]
-    items = build_workload(kept, pool, seed, **workload_options(args, tokenizer))
-    return items, {"target_rps": target_rps, "num_requests": len(items), "arrival_span_s": float(kept[-1]),
+    return items, {"target_rps": load * service_rps, "service_rps": service_rps, "mean_output_tokens": mean_tokens,
+                   "num_requests": len(items), "arrival_span_s": float(kept[-1]),
                    "offered_rps": mean_rate_rps(kept) if len(kept) > 1 else float("nan"),
                    "dropped_beyond_max_span": int(scaled.size - kept.size)}
 
@@ -134,8 +140,8 @@ def deploy_and_replay(base_url: str, args, arm, items_for, state: dict):
     with deployed_app(config):
         log(f"{arm.label}: deployed in {time.monotonic() - started:.1f} s; warming up")
         warm_up(base_url, state["pool"], slots_of(config), args.seed)
-        if state["service_rps"] is None:
-            state["service_rps"] = calibrate_service_rate(base_url, args, state, slots_of(config))
+        if state["rate"] is None:
+            state["rate"] = {"output_tokens_per_s": calibrate_output_rate(base_url, args, state, slots_of(config))}
         items = items_for()
         asyncio.run(wait_idle(base_url))
         return run_policy(base_url, arm.label, items, args, config.scheduler.max_wait_s)
@@ -149,7 +155,7 @@ def slots_of(config) -> int:
 def run_rounds(base_url: str, args, pool, offsets_s, tokenizer) -> dict:
     """For each round, for each load, every arm in rotated order on the round's workload."""
     state = {"pool": pool, "tokenizer": tokenizer, "offsets_s": offsets_s, "calibration": None,
-             "service_rps": args.service_rate_rps}
+             "rate": {"service_rps": args.service_rate_rps} if args.service_rate_rps else None}
     if args.service_rate_rps:
         state["calibration"] = {"service_rate_rps": args.service_rate_rps, "source": "--service-rate-rps"}
     by_load = {load: {"rounds": [], "raw": [], "workloads": []} for load in args.loads}
@@ -159,8 +165,7 @@ def run_rounds(base_url: str, args, pool, offsets_s, tokenizer) -> dict:
 
             def items_for(load=load, entry=entry, cache=cache, seed=args.seed + round_index):
                 if "items" not in cache:
-                    cache["items"], timing = timed_workload(args, pool, offsets_s, tokenizer, state["service_rps"],
-                                                            load, seed)
+                    cache["items"], timing = timed_workload(args, pool, offsets_s, tokenizer, state["rate"], load, seed)
                     entry["workloads"].append({**timing, "fingerprint": fingerprint(cache["items"]), "seed": seed})
                 return cache["items"]
 
@@ -175,15 +180,14 @@ def run_rounds(base_url: str, args, pool, offsets_s, tokenizer) -> dict:
     return {"calibration": state["calibration"], "by_load": by_load}
 
 
-def calibrate_service_rate(base_url, args, state, slots) -> float:
+def calibrate_output_rate(base_url, args, state, slots) -> float:
+    """Output tokens/s the cluster sustains closed-loop; each round's service rate divides it by that
+    round's mean length (timed_workload)."""
     log(f"calibrating for {args.calibration_s:.0f} s (closed loop, {2 * slots} in flight)")
     cal = calibrate(base_url, args, state["pool"], state["tokenizer"], slots)
-    probe = build_workload(state["offsets_s"], state["pool"], args.seed, **workload_options(args, state["tokenizer"]))
-    mean_tokens = float(np.mean([it.output_tokens for it in probe]))
-    service_rps = cal["output_tokens_per_s"] / mean_tokens
-    state["calibration"] = {**cal, "workload_mean_output_tokens": mean_tokens, "service_rate_rps": service_rps}
-    log(f"calibration: {cal['output_tokens_per_s']:.0f} output tok/s -> service rate {service_rps:.2f} req/s")
-    return service_rps
+    state["calibration"] = cal
+    log(f"calibration: {cal['output_tokens_per_s']:.0f} output tok/s")
+    return cal["output_tokens_per_s"]
 
 
 def load_report(entry: dict, seed: int) -> dict:
