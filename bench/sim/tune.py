@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import HelpFormatter
 from bench.replay.cli import DEFAULT_PROMPTS, DEFAULT_TRACE, FIXTURE_PROMPTS, FIXTURE_TRACE, parse_arm
 from bench.replay.trace import read_trace, scale_to_rate, window
 from bench.replay.workload import build_workload, count_tokens, demo_tokenizer, load_prompt_rows
@@ -31,7 +32,7 @@ from bench.sim.records import Setup, read_rows, read_setup, to_requests
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.sim.tune", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--fit-from", required=True, metavar="DIR", help="a bench.replay output directory")
     p.add_argument("--trace", default=str(DEFAULT_TRACE if DEFAULT_TRACE.exists() else FIXTURE_TRACE))
     p.add_argument("--prompts", default=str(DEFAULT_PROMPTS if DEFAULT_PROMPTS.exists() else FIXTURE_PROMPTS))
