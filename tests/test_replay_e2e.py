@@ -22,7 +22,7 @@ def test_tiny_replay_ssjf(serve_instance, tmp_path):
     tokenizer = demo_tokenizer()
     pool = load_prompt_rows(args.prompts, tokenizer, split_seed=0, split="test")
     offsets = window(read_trace(args.trace), args.num_requests)
-    report = write_outputs(tmp_path, args, run_rounds(serve_instance, args, pool, offsets, tokenizer))
+    report = write_outputs(tmp_path, args, {**run_rounds(serve_instance, args, pool, offsets, tokenizer), "wall_s": 0.0})
 
     assert set(report["policies"]) == {"ssjf"}
     for policy, s in report["policies"].items():

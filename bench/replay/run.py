@@ -210,9 +210,10 @@ def write_outputs(out_dir: Path, args, run: dict) -> dict:
                         f.write(dumps({"policy": label, "round": round_index, "load": load, **row}) + "\n")
     loads = {f"{load:g}": load_report(entry, args.seed) for load, entry in by_load.items()}
     primary = f"{args.loads[-1]:g}"
-    report = {"setup": setup(args), "calibration": run["calibration"], "primary_load": args.loads[-1],
+    run_setup = {**setup(args), "wall_s": run["wall_s"]}
+    report = {"setup": run_setup, "calibration": run["calibration"], "primary_load": args.loads[-1],
               "policies": loads[primary]["policies"], "comparison": loads[primary]["comparison"],
-              "loads": loads, "max_wait_s": run_max_wait_s(args)}
+              "loads": loads, "max_wait_s": run_setup["scheduler"]["max_wait_s"]}
     raw0 = by_load[args.loads[-1]]["raw"]
     jcts = {label: [r.jct_s for raw in raw0 for r in raw[label][0] if r.ok] for label in args.labels}
     w = loads[primary]["workloads"][0]
@@ -223,10 +224,6 @@ def write_outputs(out_dir: Path, args, run: dict) -> dict:
                                   title, {load: rep["policies"] for load, rep in loads.items()})
     (out_dir / "summary.json").write_text(dumps(report, indent=2) + "\n")
     return report
-
-
-def run_max_wait_s(args) -> float:
-    return load_app_config(args.config, config_overrides(args)).scheduler.max_wait_s
 
 
 def setup(args) -> dict:
@@ -241,7 +238,7 @@ def setup(args) -> dict:
         "config": args.config, "scheduler": {k: v for k, v in asdict(config.scheduler).items() if k != "policy"},
         "slo": Slo(args.slo_jct_base_s, args.slo_jct_per_token_s).describe(),
         "load_definition": "mean arrival rate / service rate; service rate = calibration output tok/s "
-                           "/ workload mean output tokens (calibrated once per run)",
+                           "/ the round's mean replayed length (calibrated once per run)",
     }
 
 
@@ -257,10 +254,7 @@ def run(args) -> dict:
     started = time.monotonic()
     with serve_session(cpus_needed(config)) as base_url:
         result = run_rounds(base_url, args, pool, offsets_s, tokenizer)
-    report = write_outputs(Path(args.out), args, result)
-    report["setup"]["wall_s"] = time.monotonic() - started
-    (Path(args.out) / "summary.json").write_text(dumps(report, indent=2) + "\n")
-    return report
+    return write_outputs(Path(args.out), args, {**result, "wall_s": time.monotonic() - started})
 
 
 def main(argv=None) -> None:
