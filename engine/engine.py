@@ -18,18 +18,21 @@ from .runner import ModelRunner
 from .sampler import make_generator
 from .scheduler import Scheduler
 from .sequence import Sequence
+from .sim_runner import SimRunner, is_sim_model, load_sim_model
 from .step_loop import StepLoop
 
 
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.model, self.tokenizer = load_model_and_tokenizer(config)
+        simulated = is_sim_model(config.model)
+        self.model, self.tokenizer = load_sim_model(config) if simulated else load_model_and_tokenizer(config)
         self.device = next(self.model.parameters()).device
         self.max_context_tokens = _resolve_max_context_tokens(config, self.model)
         self._seed_rng = random.Random(config.seed)
         self._scheduler = Scheduler(config.batching, config.capacity, config.max_batch_size, config.batch_wait_ms)
-        self._loop = StepLoop(ModelRunner(self.model, self.device), self._scheduler,
+        runner = SimRunner(self.model) if simulated else ModelRunner(self.model, self.device)
+        self._loop = StepLoop(runner, self._scheduler,
                               eos_token_ids(self.model, self.tokenizer))
         self._loop.start()
 
