@@ -6,10 +6,11 @@ prompt share a split; the benchmark replays only prompts with ``split_of(p, seed
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -27,11 +28,14 @@ class Row:
     response: str | None = None
     model: str | None = None
     split: str | None = None  # explicit split (e.g. a conversation's, from its first user message)
+    split_key: str | None = None  # text hashed for the split instead of `prompt` (messages rows)
 
 
 def row_split(row: Row, seed: int = DEFAULT_SPLIT_SEED) -> str:
-    """The row's explicit split if it has one, else `split_of(row.prompt, seed)`."""
-    return row.split if row.split is not None else split_of(row.prompt, seed)
+    """The row's explicit split if it has one, else `split_of(row.split_key or row.prompt, seed)`."""
+    if row.split is not None:
+        return row.split
+    return split_of(row.split_key if row.split_key is not None else row.prompt, seed)
 
 
 def split_of(prompt: str, seed: int = DEFAULT_SPLIT_SEED) -> str:
@@ -45,12 +49,37 @@ def split_of(prompt: str, seed: int = DEFAULT_SPLIT_SEED) -> str:
     return "test"
 
 
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def _messages_prompt(messages: object, where: str) -> tuple[str, str]:
+    """(predictor text, first user message) of an OpenAI messages list; the row's split hashes the
+    first user message, as for conversation rows (`proxy_model.chat`)."""
+    from .chat import _content, predictor_text
+
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: 'messages' must be a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in MESSAGE_ROLES:
+            raise DataError(f"{where}: messages[{i}] needs a 'role' in {MESSAGE_ROLES}")
+        if not isinstance(m.get("content"), (str, list)):
+            raise DataError(f"{where}: messages[{i}] needs 'content' (string or list of parts)")
+    users = [m for m in messages if m["role"] == "user"]
+    if not users:
+        raise DataError(f"{where}: 'messages' has no user message")
+    return predictor_text(messages), _content(users[0])
+
+
 def _parse_row(obj: object, where: str) -> Row:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    prompt = obj.get("prompt")
+    split_key = None
+    if "prompt" not in obj and "messages" in obj:
+        prompt, split_key = _messages_prompt(obj["messages"], where)
+    else:
+        prompt = obj.get("prompt")
     if not isinstance(prompt, str):
-        raise DataError(f"{where}: missing or non-string field 'prompt'")
+        raise DataError(f"{where}: missing or non-string field 'prompt' (or a 'messages' list)")
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
         raise DataError(f"{where}: field 'model' must be a string")
@@ -61,19 +90,21 @@ def _parse_row(obj: object, where: str) -> Row:
         n = obj["output_tokens"]
         if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0 or not math.isfinite(n):
             raise DataError(f"{where}: 'output_tokens' must be a non-negative number, got {n!r}")
-        return Row(prompt, int(n), None, model, split)
+        return Row(prompt, int(n), None, model, split, split_key)
     response = obj.get("response")
     if not isinstance(response, str):
         raise DataError(f"{where}: needs 'response' (string) or 'output_tokens' (number)")
-    return Row(prompt, None, response, model, split)
+    return Row(prompt, None, response, model, split, split_key)
 
 
 def read_jsonl(path: str | Path) -> list[Row]:
-    """Rows {prompt, response} or {prompt, output_tokens}, optional "model"; blank lines skipped."""
+    """Rows {prompt | messages, response | output_tokens}, optional "model" and "split"; blank lines
+    skipped; a path ending in .gz is read through gzip. A messages row's prompt is its predictor text."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
     rows = []
     for lineno, line in enumerate(text.split("\n"), start=1):
@@ -105,7 +136,7 @@ def label_rows(rows: list[Row], tokenizer) -> list[Row]:
     counts = count_tokens([rows[i].response for i in todo], tokenizer) if todo else []
     out = list(rows)
     for i, n in zip(todo, counts):
-        out[i] = Row(rows[i].prompt, n, None, rows[i].model, rows[i].split)
+        out[i] = replace(rows[i], output_tokens=n, response=None)
     return out
 
 
