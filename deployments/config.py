@@ -34,6 +34,29 @@ OVERRIDES = {
 
 
 @dataclass
+class OnlineLearningConfig:
+    """`predictor.online`: the router refits the predictor's head on finished requests' true lengths
+    (proxy_model/online.py). Off by default: a refit changes the queue order from live traffic and
+    costs the router CPU, so an operator turns it on per deployment (README "Online learning")."""
+
+    enabled: bool = False
+    min_labels: int = 200  # no refit before this many labels are held
+    refit_every: int = 100  # new labels between refits
+    buffer_size: int = 4096  # newest labels kept (features + length, ~4.6 KB each with the shipped head)
+    holdout_fraction: float = 0.2  # newest share of the buffer a candidate head is judged on
+    save_dir: Optional[str] = None  # labels (features + lengths, no prompt text) and the head survive restarts
+
+    def __post_init__(self) -> None:
+        if self.refit_every < 1 or self.buffer_size < 2:
+            raise ValueError(f"refit_every must be >= 1 and buffer_size >= 2 (got {self.refit_every}, "
+                             f"{self.buffer_size})")
+        if not 2 <= self.min_labels <= self.buffer_size:
+            raise ValueError(f"min_labels must be in 2..buffer_size ({self.buffer_size}), got {self.min_labels}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+
+
+@dataclass
 class PredictorConfig:
     """How the router hosts the output-length predictor."""
 
@@ -45,6 +68,7 @@ class PredictorConfig:
     # verbosity relative to the predictor's training labels, so aging (tokens/s) and predictions
     # share one unit. The replay benchmark sets it to its output scale.
     length_scale: float = 1.0
+    online: OnlineLearningConfig = field(default_factory=OnlineLearningConfig)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.length_scale) and self.length_scale > 0):

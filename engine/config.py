@@ -22,6 +22,9 @@ class EngineConfig:
     batch_wait_ms: float = 10.0
     max_context_tokens: int | None = None
     seed: int = 0
+    # Named models (engine/models.py): keep the weights dequantised from the GGUF (and its tokenizer) under
+    # $SSJF_CACHE_DIR or ~/.cache/ssjf-serve, so the next replica starts in seconds instead of ~1 minute.
+    cache_weights: bool = True
 
     def __post_init__(self) -> None:
         _require(isinstance(self.model, str) and self.model != "", "model", "must be a non-empty string", self.model)
@@ -37,6 +40,7 @@ class EngineConfig:
         _require(self.max_context_tokens is None or (_is_int(self.max_context_tokens) and self.max_context_tokens > 1),
                  "max_context_tokens", "must be None or an int > 1", self.max_context_tokens)
         _require(_is_int(self.seed), "seed", "must be an int", self.seed)
+        _require(isinstance(self.cache_weights, bool), "cache_weights", "must be a bool", self.cache_weights)
 
     @property
     def capacity(self) -> int:

@@ -1,8 +1,10 @@
-"""Model + tokenizer loading: the seeded demo Llama, or any causal LM by HF id / local path.
+"""Model + tokenizer loading: the seeded demo Llama, a named model (`engine.models`: a verified GGUF from a pip
+package), or any causal LM by HF id / local path.
 
 Invariant: the demo model's weights depend only on `DEMO_MODEL_SEED` and `DEMO_MODEL_SHAPE` (built on CPU in
-float32 under a forked RNG, then moved), so every machine gets the same model; loading never leaves the
-tokenizer without a pad token.
+float32 under a forked RNG, then moved), so every machine gets the same model; a named model loads only from its
+sha256-verified GGUF, or from the float32 weights dequantised from that file and cached under its hash;
+loading never leaves the tokenizer without a pad token.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import Any
 import torch
 
 from .config import EngineConfig
-from .tokenizer import DEMO_MAX_POSITIONS, DEMO_MODEL_NAME, demo_tokenizer, ensure_pad_token, load_tokenizer_by_name
+from .models import is_named, model_cache_dir, require_gguf_support, verified_gguf
+from .tokenizer import (DEMO_MAX_POSITIONS, DEMO_MODEL_NAME, demo_tokenizer, ensure_pad_token, load_named_tokenizer,
+                        load_tokenizer_by_name, save_atomically)
 
 DEMO_MODEL_SEED = 1234
 DEMO_MODEL_SHAPE = dict(
@@ -41,14 +45,19 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto") -> tuple
 def load_model_and_tokenizer(config: EngineConfig | str = DEMO_MODEL_NAME, tokenizer: str | None = None,
                              device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
     """Return `(model, tokenizer)`; accepts an `EngineConfig` or the same fields as arguments."""
+    cache_weights = True
     if isinstance(config, EngineConfig):
         model_name, tokenizer, device, dtype = config.model, config.tokenizer, config.device, config.dtype
+        cache_weights = config.cache_weights
     else:
         model_name = config
     torch_device, torch_dtype = resolve_device_and_dtype(device, dtype)
     if model_name == DEMO_MODEL_NAME:
         tok = demo_tokenizer() if tokenizer is None else load_tokenizer_by_name(tokenizer)
         model = build_demo_model(tok)
+    elif is_named(model_name):
+        tok = load_named_tokenizer(model_name, cache_weights) if tokenizer is None else load_tokenizer_by_name(tokenizer)
+        model = load_named_model(model_name, cache_weights)
     else:
         from transformers import AutoModelForCausalLM
 
@@ -56,6 +65,26 @@ def load_model_and_tokenizer(config: EngineConfig | str = DEMO_MODEL_NAME, token
         model = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch_dtype)
     ensure_pad_token(tok)
     return model.to(device=torch_device, dtype=torch_dtype).eval(), tok
+
+
+def load_named_model(name: str, cache_weights: bool = True) -> Any:
+    """float32 weights of a named model: from the cache when present, else dequantised from its GGUF
+    (and cached when `cache_weights`)."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = verified_gguf(name)
+    cached = model_cache_dir(name) / "weights"
+    if cache_weights and (cached / "model.safetensors").is_file():
+        return AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    require_gguf_support(name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if cache_weights:
+        # A GGUF-loaded model refuses save_pretrained; a plain copy of its (already dequantised) weights saves.
+        plain = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        plain.generation_config = model.generation_config
+        save_atomically(plain, cached)
+    return model
 
 
 def build_demo_model(tokenizer: Any) -> Any:
