@@ -60,7 +60,10 @@ def burst(long_tokens: int = 96, short_tokens: int = 4) -> list[DemoRequest]:
 
 
 def demo_overrides(policy: str) -> dict[str, Any]:
+    from deployments.config import DEMO_OVERRIDES
+
     return {
+        **DEMO_OVERRIDES,
         "scheduler.policy": policy,
         "engine.batching": "none",  # one slot: requests run one at a time, so start order is total
         "engine_replicas.num_replicas": 1,

@@ -74,7 +74,7 @@ def main() -> None:
     from ray import serve
 
     from deployments.app import app_from_config
-    from deployments.config import load_config
+    from deployments.config import DEMO_OVERRIDES, load_config
     from engine import demo_tokenizer
 
     results = predictor_costs(args.requests)
@@ -82,7 +82,7 @@ def main() -> None:
     try:
         port = 8765
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        config = load_config(None, {"engine_replicas.num_replicas": 1})
+        config = load_config(None, {**DEMO_OVERRIDES, "engine_replicas.num_replicas": 1})
         router = serve.run(app_from_config(config), name="default", route_prefix="/")
         while not router.status.remote().result()["replicas"]:
             time.sleep(0.2)

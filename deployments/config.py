@@ -32,6 +32,10 @@ OVERRIDES = {
     "max_wait_s": "scheduler.max_wait_s",
 }
 
+# What tests and the fast benchmarks deploy, whatever configs/default.yaml serves: the built-in demo model
+# and its predictor (None: the shipped `default`, trained on ChatGPT answer lengths in the demo tokenizer).
+DEMO_OVERRIDES = {"engine.model": "demo", "predictor.checkpoint": None}
+
 
 @dataclass
 class OnlineLearningConfig:

@@ -1,16 +1,22 @@
 """Check, before anything is deployed, that the configured model and tokenizer can be loaded.
 
 Invariant: cheap and bounded — no torch or transformers import, no download, at most one metadata
-request per name with a short timeout and no retries. A name resolves when it is the built-in `demo`,
+request per name with a short timeout and no retries. A name resolves when it is the built-in `demo`
+(or, as a model, the simulated `sim[:costs]`),
 a local directory, or a Hugging Face repo id that is in the local HF cache or (online) on the Hub.
-With `HF_HUB_OFFLINE=1`, a repo id that is not in the local cache is an error.
+With `HF_HUB_OFFLINE=1`, a repo id that is not in the local cache is an error. A named model
+(`engine.models`, e.g. `smollm2-135m-instruct`) resolves when its pip package holds the file with the
+registry's sha256 and `gguf` is installed; the error names the install command.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from engine.models import ModelUnavailable, is_named, require_gguf_support, verified_gguf
+
 DEMO_MODEL_NAME = "demo"  # engine.tokenizer.DEMO_MODEL_NAME, without importing transformers
+SIM_MODEL_NAME = "sim"  # engine.sim_runner.SIM_MODEL_NAME: `sim` or `sim:<costs>`, loads no weights
 HUB_TIMEOUT_S = 5.0
 # One of these files is enough to call a name a model / a tokenizer (what transformers looks for).
 MODEL_FILES = ("config.json",)
@@ -23,7 +29,14 @@ class ModelNotFound(ValueError):
 
 def check_name(name: str, kind: str = "model") -> None:
     """Raise `ModelNotFound` unless `name` (a model or tokenizer name) resolves."""
-    if name == DEMO_MODEL_NAME:
+    if name == DEMO_MODEL_NAME or (kind == "model" and name.partition(":")[0] == SIM_MODEL_NAME):
+        return
+    if is_named(name):
+        try:
+            verified_gguf(name)
+            require_gguf_support(name)
+        except ModelUnavailable as exc:
+            raise ModelNotFound(str(exc)) from None
         return
     files = MODEL_FILES if kind == "model" else TOKENIZER_FILES + MODEL_FILES
     local = Path(name).expanduser()

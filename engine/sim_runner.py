@@ -6,9 +6,10 @@ Invariant: only the model is simulated. A step costs what `SimCosts` says for it
 cost model: decode `decode_step_ms + decode_step_growth_ms * (n - 1)` for n rows; a step in which k
 sequences join costs `join_ms * k + prefill_ms_per_token * their prompt tokens` more), slept on the engine
 thread as a model step would block it. Each row's logits favour one placeholder word (greedy is
-deterministic; sampling draws among the words with the request's own generator), and make EOS certain from
-the sequence's natural length on (a deterministic function of its prompt with mean `mean_output_tokens`;
-0 = never), so max_tokens, stop, ignore_eos, stop_after_tokens, seed and cancellation take the real paths.
+deterministic; sampling draws among the words with the request's own generator) and make EOS certain at the
+sequence's natural length (a deterministic function of its prompt with mean `mean_output_tokens`; 0 =
+never; an ignored EOS is followed by more words), so max_tokens, stop, ignore_eos, stop_after_tokens, seed
+and cancellation take the real engine's paths.
 No weights are loaded: a replica costs its tokenizer and the step loop.
 """
 from __future__ import annotations
@@ -136,7 +137,7 @@ class SimRunner:
             prompt_hash = _prompt_hash(seq.prompt_token_ids)
             num_done = len(seq.completion_token_ids)
             logits[row, model.word_ids[(prompt_hash + num_done) % len(model.word_ids)]] = CHOSEN_WORD_BONUS
-            if num_done >= natural_output_tokens(prompt_hash, model.costs.mean_output_tokens):
+            if num_done == natural_output_tokens(prompt_hash, model.costs.mean_output_tokens):
                 logits[row, model.eos_token_id] = EOS_MARGIN
         return logits
 

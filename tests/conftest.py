@@ -54,12 +54,12 @@ def deploy_app(serve_instance):
     from ray import serve
 
     from deployments.app import app_from_config
-    from deployments.config import load_config
+    from deployments.config import DEMO_OVERRIDES, load_config
 
     deployed = []
 
     def deploy(overrides=None, name="default", route_prefix="/"):
-        config = load_config(None, overrides or {})
+        config = load_config(None, {**DEMO_OVERRIDES, **(overrides or {})})
         handle = serve.run(app_from_config(config), name=name, route_prefix=route_prefix)
         deployed.append(name)
         deadline = time.monotonic() + 120

@@ -44,9 +44,9 @@ def in_background(fn, *args, **kwargs):
 def one_slot_app(serve_instance):
     """One engine replica with one slot, a queue bound of 2 and a 4 KiB body limit."""
     from deployments.app import app_from_config
-    from deployments.config import load_config
+    from deployments.config import DEMO_OVERRIDES, load_config
 
-    config = load_config(None, {**ONE_SLOT, "scheduler.max_queue_len": 2, "router.max_request_bytes": 4096})
+    config = load_config(None, {**DEMO_OVERRIDES, **ONE_SLOT, "scheduler.max_queue_len": 2, "router.max_request_bytes": 4096})
     handle = serve.run(app_from_config(config), name="default", route_prefix="/")
     wait_until(lambda: handle.status.remote().result(timeout_s=30)["replicas"], timeout_s=120)
     yield handle

@@ -39,7 +39,7 @@ def cluster_app():
     from ray.cluster_utils import Cluster
 
     from deployments.app import app_from_config
-    from deployments.config import load_config
+    from deployments.config import DEMO_OVERRIDES, load_config
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"head_node": 1}, "include_dashboard": False, "temp_dir": TEMP_DIR})
@@ -50,7 +50,7 @@ def cluster_app():
         port = free_port()
         # One proxy, on the head node: every node of this cluster shares the loopback address.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        handle = serve.run(app_from_config(load_config(None, OVERRIDES)), name="default", route_prefix="/")
+        handle = serve.run(app_from_config(load_config(None, {**DEMO_OVERRIDES, **OVERRIDES})), name="default", route_prefix="/")
         wait_until(lambda: len(status(handle)["replicas"]) == 2, 120, "both engine replicas registered")
         yield cluster, handle, f"http://127.0.0.1:{port}"
     finally:

@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def app_url(serve_instance):
     from deployments.app import app_from_config
-    from deployments.config import load_config
+    from deployments.config import DEMO_OVERRIDES, load_config
 
-    config = load_config(None, {"engine.max_batch_size": 2, "engine_replicas.num_replicas": 1,
+    config = load_config(None, {**DEMO_OVERRIDES, "engine.max_batch_size": 2, "engine_replicas.num_replicas": 1,
                                 "engine.max_context_tokens": 256})
     handle = serve.run(app_from_config(config), name="default", route_prefix="/")
     deadline = time.monotonic() + 120

@@ -167,9 +167,9 @@ def _run_with_local_app(args: argparse.Namespace) -> dict[str, Any]:
 
     from bench.common import free_port, wait_for_replicas
     from deployments.app import app_from_config
-    from deployments.config import load_config
+    from deployments.config import DEMO_OVERRIDES, load_config
 
-    config = load_config(None, OVERLOAD_OVERRIDES)
+    config = load_config(None, {**DEMO_OVERRIDES, **OVERLOAD_OVERRIDES})
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=RAY_TEMP_DIR, logging_level="WARNING",
              log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/replay", help="output directory (summary.json, PNG plots)")
     p.add_argument("--quick", action="store_true", help="preset that finishes in < 10 min on 2 CPU cores")
     p.add_argument("--config", help="app config YAML (default: configs/default.yaml)")
+    p.add_argument("--model", help="engine.model (default: demo with its predictor, deployments.config.DEMO_OVERRIDES, "
+                                   "unless --config is given: then the config's model)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra dotted config override, e.g. predictor.checkpoint=PATH (repeatable)")
     p.add_argument("--policies", default=",".join(POLICIES),
@@ -124,7 +126,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def config_overrides(args: argparse.Namespace) -> dict:
     import yaml
 
-    out = {}
+    out = _model_overrides(args)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -136,3 +138,14 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return {"predictor.length_scale": args.output_scale, "router.allow_benchmark_fields": True, **out,
             "engine.batching": args.batching,
             "engine_replicas.num_replicas": args.num_replicas, "engine.max_batch_size": args.max_batch_size}
+
+
+def _model_overrides(args: argparse.Namespace) -> dict:
+    """--model; without it the demo model and its predictor, unless --config names a config (its model)."""
+    from deployments.config import DEMO_OVERRIDES
+
+    if args.model is None and args.config:
+        return {}
+    if args.model in (None, DEMO_OVERRIDES["engine.model"]):
+        return dict(DEMO_OVERRIDES)
+    return {"engine.model": args.model}

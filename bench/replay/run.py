@@ -42,8 +42,12 @@ def log(msg: str) -> None:
 def predictor_split_seed(config) -> int:
     """The split seed stored in the predictor checkpoint the app will load (its config.json)."""
     from proxy_model import DEFAULT_CHECKPOINT
+    from proxy_model.predictor import SHIPPED_CHECKPOINTS
 
-    path = Path(config.predictor.checkpoint or DEFAULT_CHECKPOINT) / "config.json"
+    directory = Path(config.predictor.checkpoint or DEFAULT_CHECKPOINT)
+    if not directory.is_dir() and (SHIPPED_CHECKPOINTS / directory).is_dir():  # a shipped checkpoint's name
+        directory = SHIPPED_CHECKPOINTS / directory
+    path = directory / "config.json"
     try:
         return int(json.loads(path.read_text())["split"]["seed"])
     except (OSError, ValueError, KeyError, TypeError) as exc:  # refuse rather than risk training prompts
