@@ -43,6 +43,7 @@ class Predictor:
         self.path = path
         self._lock = threading.Lock()
         self.batch_size = int(config.get("predict_batch_size", 64))
+        self.head_version = 0  # +1 per `swap_head`
 
     @property
     def name(self) -> str:
@@ -63,22 +64,44 @@ class Predictor:
 
         Each item is a prompt string or an OpenAI messages list ([{"role", "content"}, ...]); a list
         is turned into text by `proxy_model.chat.predictor_text` (as the training rows were)."""
-        return [float(t) for t in self.head.score_tokens(self.scores(prompts, model_names))]
+        return self.predict_with_features(prompts, model_names)[0]
+
+    def predict_with_features(self, prompts: list, model_names: list[str] | None = None
+                              ) -> tuple[list[float], torch.Tensor]:
+        """`predict` plus the head's input features [len(prompts), in_dim] (float32), for online
+        learning. One head answers the whole call, even if `swap_head` runs meanwhile."""
+        head = self.head
+        scores, features = self._scores(head, prompts, model_names)
+        return [float(t) for t in head.score_tokens(scores)], features
 
     def scores(self, prompts: list, model_names: list[str] | None = None) -> np.ndarray:
         """The head's score per prompt string or messages list (float64), which `predict` maps
         monotonically to tokens."""
+        return self._scores(self.head, prompts, model_names)[0]
+
+    def swap_head(self, head: Head) -> int:
+        """Publish `head` for every later prediction (one reference assignment: a prediction uses
+        the old head or the new one, never a mix); returns the new `head_version`. The head must
+        not be modified afterwards."""
+        self.head = head.eval()
+        self.head_version += 1
+        return self.head_version
+
+    def _scores(self, head: Head, prompts: list, model_names: list[str] | None) -> tuple[np.ndarray, torch.Tensor]:
         if model_names is not None and len(model_names) != len(prompts):
             raise ValueError("model_names must be None or as long as prompts")
         prompts = [p if isinstance(p, str) else predictor_text(p) for p in prompts]
         out: list[float] = []
+        features = []
         with self._lock, torch.inference_mode():
             for i in range(0, len(prompts), self.batch_size):
                 part = prompts[i : i + self.batch_size]
                 names = model_names[i : i + self.batch_size] if model_names is not None else None
-                raw = self.head(self.features(part), self.head.model_index(names, len(part)))
-                out.extend(self.head.score(raw).double().cpu().tolist())
-        return np.asarray(out, dtype=float)
+                features.append(self.features(part))
+                raw = head(features[-1], head.model_index(names, len(part)))
+                out.extend(head.score(raw).double().cpu().tolist())
+        empty = torch.zeros(0, head.feature_mean.numel())
+        return np.asarray(out, dtype=float), torch.cat(features).float() if features else empty
 
     def save(self, directory: str | Path, finetuned: dict[str, torch.Tensor] | None = None) -> Path:
         from safetensors.torch import save_file
