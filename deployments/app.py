@@ -62,7 +62,7 @@ def _under_serve_cli() -> bool:
 
 def app_from_config(config: AppConfig):
     from ray import serve
-    from ray.serve.config import RequestRouterConfig
+    from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
     from deployments.engine_replica import EngineReplica
     from deployments.http_api import HTTPRouter
@@ -82,6 +82,10 @@ def app_from_config(config: AppConfig):
         num_replicas=1,
         ray_actor_options=config.router.ray_actor_options,
         max_ongoing_requests=config.router.max_ongoing_requests,
+        # Beyond max_ongoing_requests Serve's proxy holds up to this many requests, then answers 429
+        # with Retry-After (its own plain-text body, before our ingress runs).
+        max_queued_requests=config.router.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=429, retry_after_s=1),
     )
     config_dict = to_dict(config)
     return router.bind(engine.bind(to_dict(config.engine)), config_dict)

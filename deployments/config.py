@@ -109,13 +109,25 @@ class RouterConfig:
     # Accept oracle_output_tokens / bench_stop_after_tokens (trace replays only): off in production,
     # since they let a client state a length the scheduler's oracle baseline would trust.
     allow_benchmark_fields: bool = False
+    # API keys for /v1/* (README "Authentication"). Prefer the SSJF_API_KEYS / SSJF_ADMIN_API_KEYS
+    # environment variables (read by the router at start): keys in a config travel wherever it goes.
+    api_keys: list[str] = field(default_factory=list, repr=False)
+    admin_api_keys: list[str] = field(default_factory=list, repr=False)  # if any: GET /v1/scheduler needs one
+    include_ssjf_block: bool = True  # responses carry the `ssjf` block (prediction, queue wait, replica)
+    body_read_timeout_s: float = 30.0  # a request body not fully received by then gets 408
+    max_queued_requests: int = 256  # requests Serve holds for the router beyond max_ongoing_requests; then 429
 
     def __post_init__(self) -> None:
-        for name in ("request_timeout_s", "replica_sync_interval_s"):
+        for name in ("request_timeout_s", "replica_sync_interval_s", "body_read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
         if self.max_request_bytes < 1024:
             raise ValueError(f"max_request_bytes must be >= 1024 (got {self.max_request_bytes})")
+        if self.max_queued_requests < 1:
+            raise ValueError(f"max_queued_requests must be >= 1 (got {self.max_queued_requests})")
+        for name in ("api_keys", "admin_api_keys"):
+            if not all(isinstance(k, str) and k and not set(k) & set(" \t\r\n,") for k in getattr(self, name)):
+                raise ValueError(f"{name}: every key must be a non-empty string without spaces or commas")
 
 
 @dataclass

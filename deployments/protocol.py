@@ -2,7 +2,9 @@
 
 Invariant: `parse_request` either returns a complete `ParsedRequest` whose prompt fits the context
 together with `max_tokens`, or raises `RequestError` carrying an HTTP status and an OpenAI-style
-error body naming the offending field. Nothing is queued before parsing succeeds.
+error body naming the offending field. Every field is bounded in type and size, and a prompt too long
+to fit the context at `MAX_PROMPT_CHARS_PER_TOKEN` characters per token is refused before it is
+tokenized. Nothing is queued before parsing succeeds.
 Benchmark-only fields (`BENCHMARK_FIELDS`) are accepted only when the caller allows them
 (`router.allow_benchmark_fields`); the scheduler's ssjf key never reads them.
 """
@@ -14,47 +16,33 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from deployments.chat_messages import (PLAIN_CHAT_SUFFIX, PLAIN_CHAT_TEMPLATE, chat_prompt_text,
+                                       normalize_messages, require_utf8)
+from deployments.request_error import RequestError
 from router import MAX_PRIORITY, MIN_PRIORITY, RequestRecord
+
+__all__ = ["BENCHMARK_FIELDS", "PLAIN_CHAT_SUFFIX", "PLAIN_CHAT_TEMPLATE", "ParsedRequest", "RequestError",
+           "parse_request"]
 
 DEFAULT_MAX_TOKENS = 16
 MAX_SEED = 2**63  # torch generators take 64-bit seeds
-PLAIN_CHAT_TEMPLATE = "{role}: {content}\n"  # used when the tokenizer has no chat template
-PLAIN_CHAT_SUFFIX = "assistant:"
+MAX_USER_CHARS = 256
+# No tokenizer we serve averages more characters per token on real text; past this the prompt cannot
+# fit the context, so it is refused without spending tokenizer time (~0.8 s CPU per MB) on it.
+MAX_PROMPT_CHARS_PER_TOKEN = 32
+STREAM_OPTIONS = ("include_usage", "continuous_usage_stats")
 
-# OpenAI fields accepted with any value but not acted on.
-_ACCEPTED_FIELDS = {"user", "stream_options"}
 # OpenAI features we do not implement: accepted only when absent, null or at their no-op value.
 _NO_OP_VALUES = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},),
-                 "logprobs": (False, 0), "echo": (False,), "best_of": (1,), "suffix": ("",)}
+                 "logprobs": (False, 0), "top_logprobs": (0,), "echo": (False,), "best_of": (1,),
+                 "suffix": ("",)}
 # oracle_output_tokens: the true length, read only by the sjf-oracle policy; bench_stop_after_tokens:
 # the engine ends the answer ("stop") after exactly this many tokens, as if the model had stopped.
 BENCHMARK_FIELDS = {"oracle_output_tokens", "bench_stop_after_tokens"}
-_COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "n",
-                  "ignore_eos", "request_id", "priority"} | BENCHMARK_FIELDS
-COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt"} | _ACCEPTED_FIELDS | set(_NO_OP_VALUES)
-CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens"} | _ACCEPTED_FIELDS | set(_NO_OP_VALUES)
-
-
-class RequestError(Exception):
-    """A client error (4xx) or server error (5xx) with an OpenAI error body."""
-
-    def __init__(self, status: int, message: str, param: Optional[str] = None,
-                 type_: str = "invalid_request_error", code: Optional[str] = None,
-                 headers: Optional[dict[str, str]] = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.type = type_
-        self.code = code
-        self.headers = headers or {}
-
-    def __reduce__(self):  # crosses Ray process boundaries intact (handle API callers)
-        return (RequestError, (self.status, self.message, self.param, self.type, self.code, self.headers))
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+_COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "stream_options",
+                  "n", "user", "ignore_eos", "request_id", "priority"} | BENCHMARK_FIELDS | set(_NO_OP_VALUES)
+COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt"}
+CHAT_FIELDS = _COMMON_FIELDS | {"messages", "max_completion_tokens"}
 
 
 @dataclass
@@ -75,6 +63,8 @@ class ParsedRequest:
     bench_stop_after_tokens: Optional[int] = None  # only the engine reads it
     messages: Optional[list[dict]] = None  # chat requests: the validated messages
     created_at_s: float = 0.0
+    include_usage: bool = False  # stream_options: a last chunk with the usage
+    continuous_usage_stats: bool = False  # stream_options: the usage so far on every chunk
 
     @property
     def predictor_input(self) -> str | list[dict]:
@@ -99,12 +89,44 @@ class ParsedRequest:
 def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
                   max_context_tokens: int, allow_benchmark_fields: bool = False) -> ParsedRequest:
     """Validate an OpenAI completion (`kind="completion"`) or chat (`kind="chat"`) body."""
+    _check_field_names(body, kind, allow_benchmark_fields)
+    model = body.get("model", served_model)
+    if model != served_model:
+        raise RequestError(404, f"model {str(model)[:200]!r} is not served here (serving {served_model!r})",
+                           param="model", code="model_not_found")
+    if _int(body, "n", 1, minimum=1) != 1:
+        raise RequestError(400, "n: only n=1 is supported", param="n")
+    _user(body)
+    stream = _bool(body, "stream", False)
+    stream_options = _stream_options(body, stream)
+    messages = normalize_messages(body.get("messages")) if kind == "chat" else None
+    if kind == "completion":
+        prompt_text, token_ids = _completion_prompt(body, tokenizer, max_context_tokens)
+        prompt_field = "prompt"
+    else:
+        prompt_text, token_ids = _chat_prompt(messages, tokenizer, max_context_tokens)
+        prompt_field = "messages"
+    max_tokens = _max_tokens(body, kind)
+    _check_context(len(token_ids), max_tokens, max_context_tokens, prompt_field)
+    return ParsedRequest(
+        request_id=_request_id(body), prompt_text=prompt_text, prompt_token_ids=token_ids,
+        max_tokens=max_tokens, temperature=_float(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_top_p(body), seed=_seed(body), stop=_stop(body),
+        ignore_eos=_bool(body, "ignore_eos", False), stream=stream, model=model,
+        priority=_priority(body),
+        oracle_output_tokens=_optional_int(body, "oracle_output_tokens", minimum=0),
+        bench_stop_after_tokens=_optional_int(body, "bench_stop_after_tokens", minimum=1),
+        messages=messages, **stream_options,
+    )
+
+
+def _check_field_names(body: Any, kind: str, allow_benchmark_fields: bool) -> None:
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     allowed = COMPLETION_FIELDS if kind == "completion" else CHAT_FIELDS
     for name in body:
         if name not in allowed:
-            raise RequestError(400, f"unknown field {name!r}", param=str(name)[:100])
+            raise RequestError(400, f"unknown field {str(name)[:100]!r}", param=str(name)[:100])
         if name in BENCHMARK_FIELDS and not allow_benchmark_fields and body[name] is not None:
             raise RequestError(400, f"{name} is a benchmark-only field; this server does not accept it "
                                     f"(router.allow_benchmark_fields is off)", param=name)
@@ -112,48 +134,38 @@ def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
         value = body.get(name)
         if value is not None and not any(type(value) is type(v) and value == v for v in no_ops):
             raise RequestError(400, f"{name}: {str(value)[:50]} is not supported", param=name)
-    model = body.get("model", served_model)
-    if model != served_model:
-        raise RequestError(404, f"model {str(model)[:200]!r} is not served here (serving {served_model!r})",
-                           param="model", code="model_not_found")
-    if _int(body, "n", 1, minimum=1) != 1:
-        raise RequestError(400, "n: only n=1 is supported", param="n")
-    if kind == "completion":
-        prompt_text, token_ids = _completion_prompt(body, tokenizer)
-        prompt_field = "prompt"
-    else:
-        prompt_text, token_ids = _chat_prompt(body, tokenizer)
-        prompt_field = "messages"
-    max_tokens = _max_tokens(body, kind)
-    if len(token_ids) >= max_context_tokens:
-        raise RequestError(400, f"{prompt_field}: the prompt is {len(token_ids)} tokens; the context is "
+
+
+def _check_context(prompt_tokens: int, max_tokens: int, max_context_tokens: int, prompt_field: str) -> None:
+    if prompt_tokens >= max_context_tokens:
+        raise RequestError(400, f"{prompt_field}: the prompt is {prompt_tokens} tokens; the context is "
                                 f"{max_context_tokens} tokens", param=prompt_field,
                            code="context_length_exceeded")
-    if len(token_ids) + max_tokens > max_context_tokens:
-        raise RequestError(400, f"max_tokens: prompt ({len(token_ids)}) + max_tokens ({max_tokens}) exceeds "
+    if prompt_tokens + max_tokens > max_context_tokens:
+        raise RequestError(400, f"max_tokens: prompt ({prompt_tokens}) + max_tokens ({max_tokens}) exceeds "
                                 f"the context of {max_context_tokens} tokens", param="max_tokens",
                            code="context_length_exceeded")
-    return ParsedRequest(
-        request_id=_request_id(body), prompt_text=prompt_text, prompt_token_ids=token_ids,
-        max_tokens=max_tokens, temperature=_float(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_top_p(body), seed=_seed(body), stop=_stop(body),
-        ignore_eos=_bool(body, "ignore_eos", False), stream=_bool(body, "stream", False), model=model,
-        priority=_priority(body),
-        oracle_output_tokens=_optional_int(body, "oracle_output_tokens", minimum=0),
-        bench_stop_after_tokens=_optional_int(body, "bench_stop_after_tokens", minimum=1),
-        messages=[{"role": m["role"], "content": m["content"]} for m in body["messages"]] if kind == "chat" else None,
-    )
 
 
-def _completion_prompt(body: dict, tokenizer: Any) -> tuple[str, list[int]]:
+def _check_prompt_chars(num_chars: int, max_context_tokens: int, name: str) -> None:
+    limit = max_context_tokens * MAX_PROMPT_CHARS_PER_TOKEN
+    if num_chars > limit:
+        raise RequestError(400, f"{name}: {num_chars} characters cannot fit the context of {max_context_tokens} "
+                                f"tokens (at most {limit} characters are accepted)", param=name,
+                           code="context_length_exceeded")
+
+
+def _completion_prompt(body: dict, tokenizer: Any, max_context_tokens: int) -> tuple[str, list[int]]:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if isinstance(prompt, str):
         if not prompt.strip():
             raise RequestError(400, "prompt: must not be empty", param="prompt")
-        return prompt, _encode(tokenizer, _utf8(prompt, "prompt"), "prompt")
+        _check_prompt_chars(len(prompt), max_context_tokens, "prompt")
+        return prompt, _encode(tokenizer, require_utf8(prompt, "prompt"), "prompt")
     if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
+        _check_context(len(prompt), 0, max_context_tokens, "prompt")
         vocab = len(tokenizer)
         if any(t < 0 or t >= vocab for t in prompt):
             raise RequestError(400, f"prompt: token ids must be in [0, {vocab})", param="prompt")
@@ -164,26 +176,31 @@ def _completion_prompt(body: dict, tokenizer: Any) -> tuple[str, list[int]]:
                             "(batched prompts are not supported)", param="prompt")
 
 
-def _chat_prompt(body: dict, tokenizer: Any) -> tuple[str, list[int]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError(400, "messages: required, a non-empty list", param="messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) - {"role", "content", "name"}:
-            raise RequestError(400, f"messages[{i}]: must be an object with role and content",
-                               param=f"messages[{i}]")
-        if message.get("role") not in ("system", "user", "assistant", "developer", "tool"):
-            raise RequestError(400, f"messages[{i}].role: invalid role {str(message.get('role'))[:50]!r}",
-                               param=f"messages[{i}].role")
-        if not isinstance(message.get("content"), str):
-            raise RequestError(400, f"messages[{i}].content: must be a string", param=f"messages[{i}].content")
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        text = "".join(PLAIN_CHAT_TEMPLATE.format(**m) for m in messages) + PLAIN_CHAT_SUFFIX
+def _chat_prompt(messages: list[dict[str, str]], tokenizer: Any, max_context_tokens: int) -> tuple[str, list[int]]:
     if not "".join(m["content"] for m in messages).strip():
         raise RequestError(400, "messages: all contents are empty", param="messages")
-    return text, _encode(tokenizer, _utf8(text, "messages"), "messages")
+    _check_prompt_chars(sum(len(m["content"]) for m in messages), max_context_tokens, "messages")
+    text = chat_prompt_text(messages, tokenizer)
+    _check_prompt_chars(len(text), max_context_tokens, "messages")
+    return text, _encode(tokenizer, require_utf8(text, "messages"), "messages")
+
+
+def _user(body: dict) -> None:
+    user = body.get("user")
+    if user is not None and not (isinstance(user, str) and len(user) <= MAX_USER_CHARS):
+        raise RequestError(400, f"user: must be a string of at most {MAX_USER_CHARS} characters", param="user")
+
+
+def _stream_options(body: dict, stream: bool) -> dict[str, bool]:
+    options = body.get("stream_options")
+    if options is None:
+        return {}
+    if not stream:
+        raise RequestError(400, "stream_options: only allowed when stream is true", param="stream_options")
+    if not isinstance(options, dict) or set(options) - set(STREAM_OPTIONS):
+        raise RequestError(400, f"stream_options: must be an object with only {' / '.join(STREAM_OPTIONS)}",
+                           param="stream_options")
+    return {name: _bool(options, name, False, where=f"stream_options.{name}") for name in options}
 
 
 def _max_tokens(body: dict, kind: str) -> int:
@@ -241,12 +258,12 @@ def _top_p(body: dict) -> float:
     return value
 
 
-def _bool(body: dict, name: str, default: bool) -> bool:
+def _bool(body: dict, name: str, default: bool, where: Optional[str] = None) -> bool:
     value = body.get(name, default)
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise RequestError(400, f"{name}: must be a boolean", param=name)
+        raise RequestError(400, f"{where or name}: must be a boolean", param=where or name)
     return value
 
 
@@ -257,16 +274,7 @@ def _stop(body: dict) -> list[str]:
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
         raise RequestError(400, "stop: must be a non-empty string or a list of up to 4 of them", param="stop")
-    return [_utf8(s, "stop") for s in stops]
-
-
-def _utf8(text: str, name: str) -> str:
-    """JSON allows lone surrogates (\\ud800) that no tokenizer can encode: a 400, not a 500."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError(400, f"{name}: contains an unpaired UTF-16 surrogate", param=name) from None
-    return text
+    return [require_utf8(s, "stop") for s in stops]
 
 
 def _encode(tokenizer: Any, text: str, name: str) -> list[int]:
