@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,7 @@ TOP_FRAMES = 15
 
 
 async def profile_router(handle, usage, rate_per_s: float, args, measure: Callable) -> dict[str, Any]:
-    py_spy = shutil.which("py-spy") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "py-spy")
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     routers = find(ROUTER_TITLE)
     if not Path(py_spy).exists() or len(routers) != 1:
         return {"error": f"py-spy at {py_spy} exists: {Path(py_spy).exists()}; router processes: {len(routers)}"}
