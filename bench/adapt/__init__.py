@@ -1,0 +1,1 @@
+"""`python -m bench.adapt`: online learning of a mismatched model's output lengths through the live app."""

@@ -1,0 +1,3 @@
+from bench.adapt.run import main
+
+main()

@@ -1,0 +1,171 @@
+"""Online-learning benchmark: the router learns a mismatched model's output lengths from its traffic.
+
+    python -m bench.adapt [--quick] [--prompts FILE --model-name NAME] [--out DIR]
+
+Invariant: FCFS and SSJF replay the identical requests (prompts, replayed lengths, arrival times), each
+on a freshly deployed app with `predictor.online` on; FCFS runs first and measures the service rate, so
+no calibration request ever teaches the SSJF arm's predictor. Every prompt is replayed once, so each
+prediction is for a prompt whose label the learner has not seen. Thirds are by arrival order. The
+offline references are trained on the rows outside the last third and measured on the last third.
+The last stdout line is JSON (`tau_first_third`, `tau_last_third`, `num_refits`,
+`jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline taus, done-when checks).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from bench.adapt.cli import parse_args
+from bench.common import cpus_needed, deployed_app, load_app_config, serve_session
+from bench.replay.cli import config_overrides
+from bench.replay.report import dumps
+from bench.replay.run import calibrate_output_rate, run_policy, slots_of, timed_workload, wait_idle, warm_up
+from bench.replay.trace import read_trace, window
+from bench.replay.workload import PromptRow, count_tokens, demo_tokenizer
+
+ARMS = ("fcfs", "ssjf")
+# warm-up requests teach the learner too: one generic prompt, never a replayed one
+WARM_UP_POOL = [PromptRow("Say hello.", 8)]
+
+
+def log(msg: str) -> None:
+    print(f"[adapt] {msg}", file=sys.stderr, flush=True)
+
+
+def load_pool(args, tokenizer) -> list[PromptRow]:
+    """One row per prompt of the chosen model; responses counted with the served tokenizer. Every
+    row is used (AlpacaEval prompts were never in the shipped predictor's ShareGPT training rows)."""
+    from proxy_model.data import read_jsonl
+
+    rows = [r for r in read_jsonl(args.prompts) if r.prompt.strip()
+            and (not args.model_name or r.model in (None, args.model_name))]
+    if len(rows) < args.num_requests:
+        raise SystemExit(f"{args.prompts}: {len(rows)} rows for model {args.model_name!r}, "
+                         f"--num-requests {args.num_requests} needs that many")
+    missing = [r.response for r in rows if r.output_tokens is None]
+    counts = iter(count_tokens(missing, tokenizer) if missing else [])
+    return [PromptRow(r.prompt, r.output_tokens if r.output_tokens is not None else next(counts)) for r in rows]
+
+
+def scheduler_status(base_url: str) -> dict:
+    with urllib.request.urlopen(f"{base_url}/v1/scheduler", timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def run_arm(base_url: str, args, policy: str, state: dict) -> dict:
+    """Deploy, warm up, (calibrate and build the workload once), replay, read the router's status."""
+    config = load_app_config(None, {**config_overrides(args), "scheduler.policy": policy})
+    with deployed_app(config):
+        warm_up(base_url, WARM_UP_POOL, slots_of(config), args.seed)
+        if state["rate"] is None:
+            state["rate"] = {"output_tokens_per_s": calibrate_output_rate(base_url, args, state, slots_of(config))}
+        if state["items"] is None:
+            state["items"], state["timing"] = timed_workload(args, state["pool"], state["offsets_s"],
+                                                             state["tokenizer"], state["rate"], args.load, args.seed)
+        asyncio.run(wait_idle(base_url))
+        results, _, summary = run_policy(base_url, policy, state["items"], args, config.scheduler.max_wait_s)
+        status = scheduler_status(base_url)
+    log(f"{policy}: mean JCT {summary['mean_jct_s']:.2f} s, errors {summary['num_errors']}")
+    return {"results": results, "summary": summary, "predictor": status.get("predictor", {}),
+            "checkpoint": config.predictor.checkpoint}
+
+
+def thirds(n: int) -> dict[str, range]:
+    return {"first_third": range(0, n // 3), "middle_third": range(n // 3, 2 * n // 3),
+            "last_third": range(2 * n // 3, n)}
+
+
+def third_metrics(results: list) -> dict:
+    """Per third: Kendall tau-b of live predictions vs replayed lengths, mean JCT, completions."""
+    out = {}
+    for name, idx in thirds(len(results)).items():
+        ok = [results[i] for i in idx if results[i].ok]
+        pairs = np.array([(r.predicted_output_tokens, r.output_tokens) for r in ok
+                          if r.predicted_output_tokens is not None], dtype=float).reshape(-1, 2)
+        tau = kendalltau(pairs[:, 0], pairs[:, 1]).statistic if len(pairs) > 1 else float("nan")
+        out[name] = {"tau": float(tau), "mean_jct_s": float(np.mean([r.jct_s for r in ok])) if ok else float("nan"),
+                     "completed": len(ok), "requests": len(idx)}
+    return out
+
+
+def offline_reference(items: list, checkpoint, seed: int) -> dict:
+    """Heads trained offline on the rows outside the last third, tau on the last third."""
+    from proxy_model import load_predictor
+    from proxy_model.online_reference import reference_taus
+
+    predictor = load_predictor(checkpoint)
+    _, features = predictor.predict_with_features([it.prompt for it in items])
+    tokens = np.array([it.output_tokens for it in items], dtype=float)
+    censored = np.array([it.output_tokens >= it.max_tokens for it in items])
+    last = thirds(len(items))["last_third"]
+    return reference_taus(predictor, features.numpy(), tokens, censored, np.arange(last.start),
+                          np.arange(last.start, last.stop), seed)
+
+
+def headline(arms: dict, reference: dict) -> dict:
+    ssjf, fcfs = arms["ssjf"]["thirds"], arms["fcfs"]["thirds"]
+    online = arms["ssjf"]["predictor"].get("online") or {}
+    first, last = ssjf["first_third"]["tau"], ssjf["last_third"]["tau"]
+    ratio = {t: ssjf[t]["mean_jct_s"] / fcfs[t]["mean_jct_s"] for t in ("first_third", "last_third")}
+    best_offline = max(reference["tau_offline_fresh"], reference["tau_offline_warm_start"])
+    return {"tau_first_third": first, "tau_last_third": last, "tau_gain": last - first,
+            "num_refits": online.get("num_refits"), "predictor_version": online.get("version"),
+            "labels_collected": online.get("labels_collected"), "last_refit": online.get("last_refit"),
+            "jct_ssjf_over_fcfs_first_third": ratio["first_third"],
+            "jct_ssjf_over_fcfs_last_third": ratio["last_third"],
+            "tau_offline_fresh": reference["tau_offline_fresh"],
+            "tau_offline_warm_start": reference["tau_offline_warm_start"],
+            "tau_shipped_head_last_third": reference["tau_current_head"],
+            "done_when": {"tau_gain_ge_0.15": last - first >= 0.15,
+                          "tau_last_within_0.03_of_offline": last >= best_offline - 0.03,
+                          "jct_ratio_last_lt_first": ratio["last_third"] < ratio["first_third"]},
+            "errors": {arm: arms[arm]["summary"]["num_errors"] for arm in ARMS}}
+
+
+def write_outputs(out_dir: Path, args, state: dict, arms: dict, report: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "requests.jsonl", "w") as f:
+        for arm in ARMS:
+            for r in arms[arm]["results"]:
+                row = {k: v for k, v in asdict(r).items() if k != "token_times_s"}
+                f.write(dumps({"policy": arm, **row}) + "\n")
+    summary = {"command": " ".join(["python -m bench.adapt"] + sys.argv[1:]), "prompts": args.prompts,
+               "model_name": args.model_name, "calibration": state["calibration"], "workload": state["timing"],
+               "arms": {arm: {k: v for k, v in arms[arm].items() if k != "results"} for arm in ARMS}, **report}
+    (out_dir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    started = time.monotonic()
+    tokenizer = demo_tokenizer()
+    state = {"pool": load_pool(args, tokenizer), "tokenizer": tokenizer, "rate": None, "items": None,
+             "offsets_s": window(read_trace(args.trace), args.num_requests, 0), "calibration": None}
+    log(f"{len(state['pool'])} prompts of {args.model_name or 'all models'} from {args.prompts}; "
+        f"{args.num_requests} requests at load {args.load:g}")
+    config = load_app_config(None, config_overrides(args))
+    arms = {}
+    with serve_session(cpus_needed(config)) as base_url:
+        for policy in ARMS:
+            arms[policy] = run_arm(base_url, args, policy, state)
+            arms[policy]["thirds"] = third_metrics(arms[policy]["results"])
+    log("offline references (features of the replayed prompts, heads trained outside the last third)")
+    reference = offline_reference(state["items"], arms["ssjf"]["checkpoint"], args.seed)
+    report = {**headline(arms, reference), "offline_reference": reference, "wall_s": time.monotonic() - started}
+    write_outputs(Path(args.out), args, state, arms, report)
+    for arm in ARMS:
+        print(f"{arm}: " + ", ".join(f"{t}: tau {m['tau']:.3f}, mean JCT {m['mean_jct_s']:.2f} s"
+                                     for t, m in arms[arm]["thirds"].items()))
+    print(dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
