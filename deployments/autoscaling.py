@@ -25,6 +25,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import ray
+
 QUEUE_LENGTH_METRIC = "ray_ssjf_queue_length"
 QUEUE_TOKENS_METRIC = "ray_ssjf_queue_predicted_tokens"
 SCRAPE_TIMEOUT_S = 2.0
@@ -67,8 +69,6 @@ def parse_queue_gauges(exposition: str, app_name: str) -> tuple[Optional[float],
 
 
 def metrics_urls() -> list[str]:
-    import ray
-
     return [f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
             for node in ray.nodes() if node.get("Alive") and node.get("MetricsExportPort")]
 

@@ -134,3 +134,16 @@ def test_burst_grows_quiet_shrinks_nothing_lost(autoscaled_app):
     assert after["usage"]["completion_tokens"] == 3
     print(f"peak {peak} replicas; back to 1 after {shrink_s:.1f} s of quiet")
 
+
+
+@pytest.mark.timeout(30)
+def test_gpu_config_scales_on_the_queue():
+    from ray.serve.config import AutoscalingConfig
+
+    from bench.common import REPO_ROOT, load_app_config
+
+    config = load_app_config(str(REPO_ROOT / "configs" / "gpu.yaml"), {})
+    autoscaling = AutoscalingConfig(**config.engine_replicas.autoscaling_config)
+    assert autoscaling.policy.policy_function == "deployments.autoscaling:QueueAwarePolicy"
+    policy = QueueAwarePolicy(**autoscaling.policy.policy_kwargs)
+    assert policy.slots_per_replica == config.engine.max_batch_size

@@ -27,8 +27,8 @@ from bench.capacity.procs import ENGINE_TITLE, ROUTER_TITLE, ProcessGroup, machi
 from bench.common import REPO_ROOT, HelpFormatter, deployed_app, serve_session
 
 SIM_CONFIG = REPO_ROOT / "configs" / "sim.yaml"
-QUICK = {"rates": [25, 50, 100, 150, 200, 300, 400, 600], "duration_s": 6.0}
-FULL = {"rates": [25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000], "duration_s": 20.0}
+QUICK = {"rates": [10, 25, 50, 100, 200, 300, 400, 600], "duration_s": 6.0}
+FULL = {"rates": [10, 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000], "duration_s": 20.0}
 ENGINE_CPUS_TOTAL = 1.4  # what all engine replicas reserve together; the router reserves 0.5 of 2
 IDLE_TIMEOUT_S = 60.0
 
