@@ -82,14 +82,14 @@ def fit_candidate(current: Head, x: np.ndarray, y: np.ndarray, censored: np.ndar
 class OnlineLearner:
     """Collects labels for one `Predictor`, refits its head in one worker thread, reports stats."""
 
-    def __init__(self, predictor: Predictor, config, max_pending: int = 65536):
+    def __init__(self, predictor: Predictor, config, max_pending: int = 8192):
         """`config`: `deployments.config.OnlineLearningConfig` (or any object with its fields)."""
         self.predictor, self.config = predictor, config
         self.pending = PendingFeatures(max_pending)
         self.buffer = LabelBuffer(config.buffer_size)
         self.recent: deque[tuple[float, int]] = deque(maxlen=ROLLING_WINDOW)  # (predicted, true)
         self.num_refits, self.last_refit = 0, None
-        self._labels_at_last_refit = 0
+        self._labels_at_last_refit = self._labels_at_last_save = 0
         self._refit: Future | None = None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="ssjf-online-refit",
                                           initializer=torch.set_num_threads, initargs=(1,))
@@ -113,8 +113,10 @@ class OnlineLearner:
         self.buffer.add(entry.features, output_tokens, LABEL_REASONS[finish_reason])
         self.recent.append((entry.predicted_tokens, int(output_tokens)))
         if self._refit_due():
-            self._labels_at_last_refit = self.buffer.num_added
-            self._refit = self._worker.submit(self._refit_guarded)
+            self.refit_now()
+        elif self.config.save_dir and self.buffer.num_added - self._labels_at_last_save >= self.config.refit_every:
+            self._labels_at_last_save = self.buffer.num_added
+            self._worker.submit(self._save_labels)
         return True
 
     def _refit_due(self) -> bool:
@@ -135,8 +137,8 @@ class OnlineLearner:
     # ---- worker thread ---------------------------------------------------------------------------
 
     def refit_now(self) -> Future:
-        """Queue a refit on the worker (tests, benchmarks); returns its future."""
-        self._labels_at_last_refit = self.buffer.num_added
+        """Queue a refit on the worker (it also saves to save_dir); returns its future."""
+        self._labels_at_last_refit = self._labels_at_last_save = self.buffer.num_added
         self._refit = self._worker.submit(self._refit_guarded)
         return self._refit
 
@@ -171,7 +173,14 @@ class OnlineLearner:
             self._save(Path(self.config.save_dir), candidate if swapped else None)
         return report
 
+    def _save_labels(self) -> None:
+        try:
+            self._save(Path(self.config.save_dir), None)
+        except Exception:  # keep learning; the next save retries
+            logger.exception("saving online labels to %s failed", self.config.save_dir)
+
     def _save(self, directory: Path, head: Head | None) -> None:
+        """Labels, state and (when given) the head just published; each file replaced atomically."""
         from safetensors.torch import save_file
 
         self.buffer.save(directory)
@@ -188,13 +197,13 @@ class OnlineLearner:
         """Load the labels, and the last published head with its version, saved in `directory`."""
         from safetensors.torch import load_file
 
+        state = json.loads((directory / STATE_FILE).read_text()) if (directory / STATE_FILE).exists() else None
+        if state is not None and state["predictor"] != self.predictor.name:
+            raise ValueError(f"{directory / STATE_FILE}: saved for predictor {state['predictor']!r}, "
+                             f"this router loads {self.predictor.name!r}; use another save_dir")
         self.buffer.load(directory, self.predictor.head.feature_mean.numel())
-        self._labels_at_last_refit = self.buffer.num_added
-        if (directory / STATE_FILE).exists():
-            state = json.loads((directory / STATE_FILE).read_text())
-            if state["predictor"] != self.predictor.name:
-                raise ValueError(f"{directory / STATE_FILE}: saved for predictor {state['predictor']!r}, "
-                                 f"this router loads {self.predictor.name!r}; use another save_dir")
+        self._labels_at_last_refit = self._labels_at_last_save = self.buffer.num_added
+        if state is not None:
             self.num_refits, self.last_refit = state["num_refits"], state["last_refit"]
             if (directory / HEAD_FILE).exists():
                 head = copy.deepcopy(self.predictor.head)
@@ -206,4 +215,5 @@ class OnlineLearner:
                 self.predictor.head_version = int(state["version"])
 
     def close(self, wait: bool = False) -> None:
-        self._worker.shutdown(wait=wait, cancel_futures=True)
+        """Stop the worker: wait=True lets queued refits and saves finish, else they are dropped."""
+        self._worker.shutdown(wait=wait, cancel_futures=not wait)

@@ -221,3 +221,17 @@ def test_online_config_is_validated_and_documented():
     assert config.predictor.online.enabled and config.predictor.online.min_labels == 50
     with pytest.raises(ConfigError, match="predictor.online"):
         load_config(None, {"predictor.online.refit_evry": 5})
+
+
+@pytest.mark.timeout(180)
+def test_labels_are_saved_before_the_first_refit(shipped, predictor, tmp_path):
+    """Every refit_every labels reach save_dir even while min_labels is not reached yet."""
+    _, _, features, predicted = shipped
+    config = OnlineConfig(**{**CONFIG, "min_labels": 100, "refit_every": 20, "save_dir": str(tmp_path)})
+    learner = OnlineLearner(predictor, config)
+    feed(learner, features[:40], predicted[:40], reversed_labels(predicted)[:40])
+    learner.close(wait=True)
+    restarted = OnlineLearner(predictor, config)
+    assert restarted.stats()["labels_collected"] == 40 and restarted.stats()["num_refits"] == 0
+    assert predictor.head_version == 0
+    restarted.close()
