@@ -76,6 +76,9 @@ def app_from_config(config: AppConfig):
         request_router_config=RequestRouterConfig(
             request_router_class="deployments.pinned_router:PinnedReplicaRouter"),
         health_check_period_s=5,
+        # Scale-down: the router drains the replica (nothing new; started generations finish there) and
+        # Serve waits this long for them before it kills the replica.
+        graceful_shutdown_timeout_s=replicas.graceful_shutdown_timeout_s or config.router.request_timeout_s,
         **scaling,
     )
     router = serve.deployment(HTTPRouter, name="SSJFRouter").options(

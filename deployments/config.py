@@ -90,10 +90,15 @@ class EngineReplicasConfig:
     num_replicas: int = 2
     ray_actor_options: dict = field(default_factory=lambda: {"num_cpus": 0.5})
     autoscaling_config: Optional[dict] = None  # Serve autoscaling; replaces num_replicas when set
+    # How long a replica Serve scales down may finish its generations before it is killed (Serve's own
+    # default is 20 s); None: router.request_timeout_s.
+    graceful_shutdown_timeout_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1 (got {self.num_replicas})")
+        if self.graceful_shutdown_timeout_s is not None and not self.graceful_shutdown_timeout_s > 0:
+            raise ValueError(f"graceful_shutdown_timeout_s must be > 0 (got {self.graceful_shutdown_timeout_s})")
 
 
 @dataclass
@@ -106,6 +111,7 @@ class RouterConfig:
     max_request_bytes: int = 1_000_000  # larger HTTP bodies get 413
     max_ongoing_requests: int = 4096  # concurrent requests the router replica accepts from Serve
     replica_sync_interval_s: float = 0.5  # how often the router reconciles the engine replica set
+    replica_wait_s: float = 30.0  # with no engine replica active, a request waits this long for one, then 503
     # Accept oracle_output_tokens / bench_stop_after_tokens (trace replays only): off in production,
     # since they let a client state a length the scheduler's oracle baseline would trust.
     allow_benchmark_fields: bool = False
@@ -121,6 +127,8 @@ class RouterConfig:
         for name in ("request_timeout_s", "replica_sync_interval_s", "body_read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if not self.replica_wait_s >= 0:
+            raise ValueError(f"replica_wait_s must be >= 0 (got {self.replica_wait_s})")
         if self.max_request_bytes < 1024:
             raise ValueError(f"max_request_bytes must be >= 1024 (got {self.max_request_bytes})")
         if self.max_queued_requests < 1:

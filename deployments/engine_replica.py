@@ -2,7 +2,9 @@
 
 Invariant: this replica never queues work of its own. It accepts a generation only for a free engine
 slot (the engine raises `EngineFullError` otherwise) and only when the request was pinned to it, so
-the SSJF router's queue stays the one queue of record.
+the SSJF router's queue stays the one queue of record. A generation's stream ends only once its
+engine slot is free again (after its done event; later in a static batch), so the router, which holds
+the slot until the stream ends, never grants a slot the engine still holds.
 """
 
 from __future__ import annotations
@@ -37,9 +39,15 @@ class EngineReplica:
         """Run one pinned request; yields the engine's token events, then its `done` event."""
         if replica_id != self._replica_id:
             raise RuntimeError(f"request pinned to replica {replica_id} reached {self._replica_id}")
-        await self._wait_for_slot(request.get("request_id", "?"))
+        request_id = request.get("request_id", "?")
+        await self._wait_for_slot(request_id)
         async for event in self._engine.generate(GenerationRequest(**request)):
             yield event
+        await self._engine.wait_slot_freed(request_id)  # a static batch holds it until the batch ends
+
+    async def check_health(self) -> None:
+        """Serve calls this every health_check_period_s; a replica whose engine stopped is replaced."""
+        self._engine.check_health()
 
     async def _wait_for_slot(self, request_id: str) -> None:
         """Bridge the short gap between the router freeing a cancelled request's slot and the engine

@@ -99,6 +99,10 @@ class RouterMetrics:
         self._completions.inc(tags={"finish_reason": "cancelled"})
         self.completions["cancelled"] += 1
 
+    def observe_request_error(self, exc: Any) -> None:
+        """Count a `protocol.RequestError` under its code (400s without one: invalid_request)."""
+        self.observe_rejection(exc.code or ("invalid_request" if exc.status == 400 else f"http_{exc.status}"))
+
     def observe_rejection(self, reason: str) -> None:
         self._rejections.inc(tags={"reason": reason})
         self.rejections[reason] += 1

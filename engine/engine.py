@@ -77,6 +77,17 @@ class Engine:
             if not is_done:
                 self.cancel(req.request_id)
 
+    async def wait_slot_freed(self, request_id: str, poll_s: float = 0.005) -> None:
+        """Return once `request_id` no longer holds a slot (at once, except for a finished member of a
+        running static batch: then when its batch ends)."""
+        while self._scheduler.holds_slot(request_id):
+            await asyncio.sleep(poll_s)
+
+    def check_health(self) -> None:
+        """Raise RuntimeError if the step loop is no longer running."""
+        if not self._loop.is_alive:
+            raise RuntimeError("engine step loop is not running")
+
     def cancel(self, request_id: str) -> bool:
         """Cancel a waiting or running request; its slot is free on return, its stream ends within one step."""
         cancelled = self._scheduler.cancel(request_id)

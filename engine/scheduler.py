@@ -37,6 +37,10 @@ class Scheduler:
     def num_waiting(self) -> int:
         return len(self._waiting)
 
+    def holds_slot(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._slot_holders
+
     def reserve(self, seq: Sequence) -> None:
         with self._lock:
             if seq.request_id in self._slot_holders:

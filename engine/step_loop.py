@@ -2,7 +2,8 @@
 post-process (sample, drop finished rows, release slots, emit "done").
 
 Invariant: only this thread touches the model, the KV batch and sequence token state; an exception in a model
-step ends the sequences it touched with finish_reason "error" and the loop keeps serving.
+step ends the sequences it touched with finish_reason "error" and the loop keeps serving; a failure that
+belongs to one sequence (sampling, detokenizing) ends only that sequence.
 """
 from __future__ import annotations
 
@@ -69,12 +70,33 @@ class StepLoop:
         return True
 
     def _sample_into(self, seqs: list[Sequence], logits: Any) -> None:
+        """Sample and append one token per live sequence; a sequence whose sampling or detokenizing
+        fails ends with "error" alone, its batch mates carry on."""
         live_rows = [row for row, seq in enumerate(seqs) if not seq.is_finished]
         live = [seqs[row] for row in live_rows]
-        token_ids = sample_next_tokens(logits[live_rows], [seq.request.temperature for seq in live],
-                                       [seq.request.top_p for seq in live], [seq.generator for seq in live])
+        try:
+            token_ids = sample_next_tokens(logits[live_rows], [seq.request.temperature for seq in live],
+                                           [seq.request.top_p for seq in live], [seq.generator for seq in live])
+        except Exception:
+            logger.exception("batched sampling failed; sampling each sequence alone")
+            token_ids = [self._sample_alone(logits[row], seq) for row, seq in zip(live_rows, live)]
         for seq, token_id in zip(live, token_ids, strict=True):
-            seq.append_token(token_id, self.eos_token_ids)
+            if token_id is None:
+                continue
+            try:
+                seq.append_token(token_id, self.eos_token_ids)
+            except Exception as exc:
+                logger.exception("request %s failed after sampling", seq.request_id)
+                seq.finish("error", f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _sample_alone(row_logits: Any, seq: Sequence) -> int | None:
+        try:
+            return sample_next_tokens(row_logits[None], [seq.request.temperature], [seq.request.top_p],
+                                      [seq.generator])[0]
+        except Exception as exc:
+            seq.finish("error", f"sampling failed: {type(exc).__name__}: {exc}")
+            return None
 
     def _fail(self, seqs: list[Sequence], error: str) -> None:
         for seq in seqs:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from router.aging import Aging
+from router.errors import MissingOracleLengthError
 from router.request import RequestRecord
 
 KeyFn = Callable[[RequestRecord, Aging], float]
@@ -46,7 +47,7 @@ def _ssjf_key(rec: RequestRecord, aging: Aging) -> float:
 
 def _oracle_key(rec: RequestRecord, aging: Aging) -> float:
     if rec.true_output_tokens is None:
-        raise ValueError(f"sjf-oracle needs true_output_tokens (request {rec.request_id!r})")
+        raise MissingOracleLengthError(f"sjf-oracle needs true_output_tokens (request {rec.request_id!r})")
     return aging.key(rec.true_output_tokens, rec.arrival_time_s)
 
 

@@ -1,4 +1,4 @@
-"""Request records and dispatch decisions.
+"""The request record: one request as the scheduler sees it.
 
 Invariant: records are plain data; only the `sjf-oracle` policy ever reads `true_output_tokens`.
 `priority` orders before any policy key (lower first, as in vLLM) and lies in
@@ -33,17 +33,3 @@ class RequestRecord:
         if isinstance(self.priority, bool) or not isinstance(self.priority, int) \
                 or not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be an int in [{MIN_PRIORITY}, {MAX_PRIORITY}], got {self.priority!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    """Decision: run `request_id` on `replica_id` now; it waited `queue_wait_s` in the router."""
-
-    request_id: str
-    replica_id: str
-    queue_wait_s: float
-    record: RequestRecord
-
-
-class QueueFullError(RuntimeError):
-    """The bounded wait queue is full; the caller should answer 429/503."""

@@ -1,21 +1,26 @@
-"""Synchronous SSJF scheduler core with an injected clock.
+"""The one owner of request and replica state, synchronous, with an injected clock.
 
-Invariants: no ray/torch/asyncio; every public method takes `now_s` and returns the decisions it
-enables. Waiters and free slots never coexist after a call returns: each call dispatches while both
-exist. A request goes to the replica with the most free slots (ties: least recently dispatched to,
-then replica id). Policy behaviour comes only from the policy's key (see router.policy).
+Invariants: no ray/torch/asyncio; every mutating method takes `now_s` and returns the leases it
+granted. A request is waiting (in the queue), holds exactly one lease (granted, then started), or is
+unknown here; waiters and free slots never coexist after a call returns. Replicas move
+active -> draining -> forgotten, or to dead (see router.replicas); when a replica is drained or dies,
+the leases it loses end here first and their `lost` signals fire last, so subscribers see a
+consistent scheduler. A request goes to the replica with the most free slots (ties: least recently
+dispatched to, then id); the order among waiters comes only from the policy key (router.policy).
 Starvation guard: a slot goes to the oldest waiter once its wait is within `guard_lead_s` of
 `max_wait_s`, where the lead is GUARD_LEAD_RELEASES mean slot-release intervals (measured only
 while requests wait, capped at half the bound), so its start, not just its turn, comes by the bound.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from router.config import SchedulerConfig
+from router.errors import DuplicateRequestError, QueueFullError
+from router.lease import Lease, LeaseState
 from router.policy import get_policy
-from router.request import Dispatch, QueueFullError, RequestRecord
+from router.replicas import Replica, ReplicaState, ReplicaTable, check_slots
+from router.request import RequestRecord
 from router.wait_queue import WaitQueue
 
 # The guard serves an old waiter this many mean release intervals before its bound: one interval is
@@ -25,97 +30,111 @@ GUARD_LEAD_RELEASES = 4.0
 RELEASE_INTERVAL_EWMA_WEIGHT = 0.2
 
 
-@dataclass
-class _Replica:
-    replica_id: str
-    num_slots: int
-    running: dict[str, RequestRecord] = field(default_factory=dict)
-    last_dispatch_seq: int = -1
-
-    @property
-    def num_free_slots(self) -> int:
-        return max(0, self.num_slots - len(self.running))
-
-
-def _check_slots(num_slots: int) -> None:
-    if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 0:
-        raise ValueError(f"num_slots must be an int >= 0, got {num_slots!r}")
-
-
 class Scheduler:
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
         self.policy = get_policy(self.config.policy)
         self.aging = self.config.make_aging()
         self._queue = WaitQueue(self.policy, self.aging, self.config.max_wait_s)
-        self._replicas: dict[str, _Replica] = {}
-        self._running_on: dict[str, str] = {}
-        self._num_free_slots = 0
+        self._replicas = ReplicaTable()
+        self._leases: dict[str, Lease] = {}
         self._dispatch_seq = 0
         self._release_interval_s: float | None = None  # EWMA over releases while requests wait
         self._last_busy_release_s: float | None = None
 
-    # ---- capacity -------------------------------------------------------------------------------
-    def add_replica(self, replica_id: str, num_slots: int, now_s: float) -> list[Dispatch]:
-        """Register a replica (re-registering keeps its in-flight requests and updates its slots)."""
-        _check_slots(num_slots)
-        if replica_id not in self._replicas:
-            self._replicas[replica_id] = _Replica(replica_id, 0)
-        return self.set_capacity(replica_id, num_slots, now_s)
-
-    def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> list[Dispatch]:
-        """Change a replica's slot count; running requests above a lowered count keep running."""
-        _check_slots(num_slots)
-        replica = self._get_replica(replica_id)
-        before = replica.num_free_slots
-        replica.num_slots = num_slots
-        self._num_free_slots += replica.num_free_slots - before
+    # ---- replica lifecycle ----------------------------------------------------------------------
+    def add_replica(self, replica_id: str, num_slots: int, now_s: float, *, max_context_tokens: int | None = None,
+                    node_id: str | None = None) -> list[Lease]:
+        """Register (or re-activate) a replica with `num_slots` slots; its leases are kept. A dead
+        replica stays dead: adding it again grants nothing."""
+        check_slots(num_slots)
+        replica = self._replicas.find(replica_id)
+        if replica is None:
+            self._replicas.add(Replica(replica_id, num_slots, max_context_tokens, node_id, capacity=num_slots))
+        elif replica.state is not ReplicaState.DEAD:
+            self._replicas.update(replica, num_slots=num_slots, capacity=num_slots, state=ReplicaState.ACTIVE,
+                                  max_context_tokens=max_context_tokens, node_id=node_id)
         return self._dispatch(now_s)
 
-    def remove_replica(self, replica_id: str, now_s: float) -> list[str]:
-        """Forget a replica; returns the ids that were in flight there (caller fails or requeues)."""
-        replica = self._replicas.pop(replica_id, None)
-        if replica is None:
+    def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> list[Lease]:
+        """Change a replica's usable slots; leases above a lowered count keep running."""
+        check_slots(num_slots)
+        self._replicas.update(self._replicas.get(replica_id), num_slots=num_slots)
+        return self._dispatch(now_s)
+
+    def drain_replica(self, replica_id: str, now_s: float) -> list[Lease]:
+        """Send the replica nothing new; started leases finish there, granted ones are lost (their
+        owners re-queue them). The replica is forgotten with its last lease. Returns the lost leases."""
+        replica = self._replicas.find(replica_id)
+        if replica is None or replica.state is not ReplicaState.ACTIVE:
             return []
-        self._num_free_slots -= replica.num_free_slots
-        for request_id in replica.running:
-            del self._running_on[request_id]
-        return list(replica.running)
+        self._replicas.update(replica, state=ReplicaState.DRAINING)
+        lost = [lease for lease in replica.leases.values() if lease.state is LeaseState.GRANTED]
+        return self._lose(replica, lost, f"replica {replica_id} is draining")
+
+    def remove_replica(self, replica_id: str, now_s: float) -> list[Lease]:
+        """The replica died: every lease on it is lost, and the id is never granted again."""
+        replica = self._replicas.find(replica_id)
+        if replica is None:
+            self._replicas.add(Replica(replica_id, 0, state=ReplicaState.DEAD))
+            return []
+        if replica.state is ReplicaState.DEAD:
+            return []
+        self._replicas.update(replica, state=ReplicaState.DEAD)
+        return self._lose(replica, list(replica.leases.values()), f"replica {replica_id} died")
+
+    def forget_absent(self, present: set[str]) -> None:
+        """Drop the tombstones of dead replicas that are no longer listed anywhere."""
+        self._replicas.forget_dead_except(present)
+
+    def is_dead(self, replica_id: str) -> bool:
+        return self._replicas.is_dead(replica_id)
 
     # ---- request lifecycle ----------------------------------------------------------------------
-    def on_arrival(self, rec: RequestRecord, now_s: float) -> list[Dispatch]:
+    def check_admission(self, request_id: str) -> None:
+        """Raise what `on_arrival` would raise for this id now (duplicate, full queue), before any work."""
+        if request_id in self._leases or request_id in self._queue:
+            raise DuplicateRequestError(f"request {request_id!r} is already waiting or running")
+        if self._replicas.num_free_slots == 0 and len(self._queue) >= self.config.max_queue_len:
+            raise QueueFullError(f"wait queue full ({len(self._queue)} waiting, max_queue_len="
+                                 f"{self.config.max_queue_len}); request {request_id!r} rejected, retry later")
+
+    def on_arrival(self, rec: RequestRecord, now_s: float) -> list[Lease]:
         """Enqueue a new request; raises QueueFullError when it would have to wait in a full queue."""
-        self._check_new(rec)
-        if self._num_free_slots == 0 and len(self._queue) >= self.config.max_queue_len:
-            raise QueueFullError(
-                f"wait queue full ({len(self._queue)} waiting, max_queue_len="
-                f"{self.config.max_queue_len}); request {rec.request_id!r} rejected, retry later"
-            )
+        self.check_admission(rec.request_id)
         self._queue.push(rec)
         return self._dispatch(now_s)
 
-    def requeue(self, rec: RequestRecord, now_s: float) -> list[Dispatch]:
-        """Put a request back keeping its arrival time; ignores max_queue_len. If it is still
-        running somewhere its slot is freed first (preemption)."""
-        if rec.request_id in self._running_on:
-            self._release(rec.request_id)
-        self._check_new(rec)
+    def requeue(self, rec: RequestRecord, now_s: float) -> list[Lease]:
+        """Put a request back keeping its arrival time; ignores max_queue_len. A lease it still holds
+        is released first (preemption)."""
+        held = self._leases.get(rec.request_id)
+        if held is not None:
+            self._end(held)
+        if rec.request_id in self._queue:
+            raise DuplicateRequestError(f"request {rec.request_id!r} is already waiting")
         self._queue.push(rec)
         return self._dispatch(now_s)
 
-    def on_finish(self, request_id: str, now_s: float) -> list[Dispatch]:
-        """Free the finished request's slot; unknown ids are a no-op."""
-        if request_id not in self._running_on:
+    def start(self, lease: Lease) -> None:
+        """The replica began the request: a drain now lets it finish there."""
+        if self._leases.get(lease.request_id) is lease:
+            lease.state = LeaseState.STARTED
+
+    def release(self, lease: Lease, now_s: float) -> list[Lease]:
+        """Free the lease's slot; a lease that already ended (lost, or released before) is a no-op."""
+        if self._leases.get(lease.request_id) is not lease:
             return []
-        self._release(request_id)
+        self._end(lease)
         self._observe_release(now_s)
         return self._dispatch(now_s)
 
-    def cancel(self, request_id: str, now_s: float) -> list[Dispatch]:
-        """Waiting: drop it from the queue. Running: free its slot. Unknown: no-op."""
+    def cancel(self, request_id: str, now_s: float) -> list[Lease]:
+        """Waiting: drop it from the queue. Holding a lease: release it. Unknown: no-op."""
         if self._queue.remove(request_id) is not None:
             return []
-        return self.on_finish(request_id, now_s)
+        lease = self._leases.get(request_id)
+        return [] if lease is None else self.release(lease, now_s)
 
     # ---- introspection --------------------------------------------------------------------------
     @property
@@ -124,17 +143,29 @@ class Scheduler:
 
     @property
     def num_running(self) -> int:
-        return len(self._running_on)
+        return len(self._leases)
 
     @property
     def num_free_slots(self) -> int:
-        return self._num_free_slots
+        return self._replicas.num_free_slots
 
-    def replicas(self) -> dict[str, dict[str, int]]:
-        return {
-            rid: {"num_slots": r.num_slots, "num_running": len(r.running)}
-            for rid, r in sorted(self._replicas.items())
-        }
+    @property
+    def num_active_replicas(self) -> int:
+        return sum(1 for _ in self._replicas.active())
+
+    @property
+    def max_context_tokens(self) -> int | None:
+        """The smallest context of the active replicas (a request must fit wherever it lands); None
+        when no replica is active or none stated its context."""
+        limits = [r.max_context_tokens for r in self._replicas.active() if r.max_context_tokens is not None]
+        return min(limits) if limits else None
+
+    def lease_of(self, request_id: str) -> Lease | None:
+        return self._leases.get(request_id)
+
+    def replicas(self) -> dict[str, dict[str, Any]]:
+        """Active and draining replicas (dead ones are not listed)."""
+        return {r.replica_id: r.facts() for r in sorted(self._replicas.live(), key=lambda r: r.replica_id)}
 
     def snapshot(self, now_s: float) -> dict[str, Any]:
         """JSON-able status for a status endpoint."""
@@ -146,7 +177,7 @@ class Scheduler:
             "max_queue_len": self.config.max_queue_len,
             "num_waiting": self.num_waiting,
             "num_running": self.num_running,
-            "num_free_slots": self._num_free_slots,
+            "num_free_slots": self.num_free_slots,
             "oldest_wait_s": 0.0 if oldest_s is None else max(0.0, now_s - oldest_s),
             "guard_lead_s": self.guard_lead_s,
             "replicas": self.replicas(),
@@ -172,39 +203,35 @@ class Scheduler:
                 previous + RELEASE_INTERVAL_EWMA_WEIGHT * (interval_s - previous)
         self._last_busy_release_s = now_s
 
-    def _check_new(self, rec: RequestRecord) -> None:
-        if rec.request_id in self._running_on or rec.request_id in self._queue:
-            raise ValueError(f"request {rec.request_id!r} is already waiting or running")
+    def _end(self, lease: Lease) -> None:
+        """The lease stops holding its slot; a draining replica is forgotten with its last lease."""
+        del self._leases[lease.request_id]
+        lease.state = LeaseState.ENDED
+        replica = self._replicas.find(lease.replica_id)
+        if replica is None or lease.request_id not in replica.leases:
+            return
+        self._replicas.give_back(replica, lease.request_id)
+        if replica.state is ReplicaState.DRAINING and not replica.leases:
+            self._replicas.drop(replica.replica_id)
 
-    def _get_replica(self, replica_id: str) -> _Replica:
-        try:
-            return self._replicas[replica_id]
-        except KeyError:
-            raise KeyError(f"unknown replica {replica_id!r}; call add_replica first") from None
+    def _lose(self, replica: Replica, lost: list[Lease], reason: str) -> list[Lease]:
+        for lease in lost:
+            self._end(lease)
+        if replica.state is ReplicaState.DRAINING and not replica.leases and replica.replica_id in self._replicas:
+            self._replicas.drop(replica.replica_id)
+        for lease in lost:
+            lease.lost.set(reason)
+        return lost
 
-    def _release(self, request_id: str) -> None:
-        replica = self._replicas[self._running_on.pop(request_id)]
-        before = replica.num_free_slots
-        del replica.running[request_id]
-        self._num_free_slots += replica.num_free_slots - before
-
-    def _pick_replica(self) -> _Replica:
-        return min(
-            self._replicas.values(),
-            key=lambda r: (-r.num_free_slots, r.last_dispatch_seq, r.replica_id),
-        )
-
-    def _dispatch(self, now_s: float) -> list[Dispatch]:
-        dispatches: list[Dispatch] = []
+    def _dispatch(self, now_s: float) -> list[Lease]:
+        granted: list[Lease] = []
         lead_s = self.guard_lead_s
-        while self._num_free_slots > 0 and len(self._queue) > 0:
+        while self._replicas.num_free_slots > 0 and len(self._queue) > 0:
             rec = self._queue.pop_next(now_s, lead_s)
-            replica = self._pick_replica()
-            replica.running[rec.request_id] = rec
-            replica.last_dispatch_seq = self._dispatch_seq
+            replica = self._replicas.pick()
+            lease = Lease(rec, replica.replica_id, self._dispatch_seq, max(0.0, now_s - rec.arrival_time_s))
+            self._replicas.take(replica, lease, self._dispatch_seq)
             self._dispatch_seq += 1
-            self._running_on[rec.request_id] = replica.replica_id
-            self._num_free_slots -= 1
-            wait_s = max(0.0, now_s - rec.arrival_time_s)
-            dispatches.append(Dispatch(rec.request_id, replica.replica_id, wait_s, rec))
-        return dispatches
+            self._leases[rec.request_id] = lease
+            granted.append(lease)
+        return granted

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 
 from router.aging import Aging
+from router.errors import DuplicateRequestError
 from router.policy import Policy
 from router.request import RequestRecord
 
@@ -33,7 +34,7 @@ class WaitQueue:
 
     def push(self, rec: RequestRecord) -> None:
         if rec.request_id in self._live:
-            raise ValueError(f"request {rec.request_id!r} is already waiting")
+            raise DuplicateRequestError(f"request {rec.request_id!r} is already waiting")
         key = self.policy.key(rec, self.aging)
         seq = self._next_seq
         self._next_seq += 1

@@ -159,7 +159,11 @@ def test_dynamic_batch_holds_slots_until_the_batch_ends():
         assert engine.num_free_slots == 0, "a static batch keeps finished members' slots"
         assert len(engine._loop.runner.rows) == 2, "and computes their rows until the batch ends"
         assert engine.cancel("short") is False
+        freed = asyncio.create_task(engine.wait_slot_freed("short"))
+        await asyncio.sleep(0.05)
+        assert not freed.done(), "the short member's slot is free only when its batch ends"
         await drain(long)
+        await asyncio.wait_for(freed, 5)
         assert engine.num_free_slots == 2
 
     try:
@@ -168,13 +172,42 @@ def test_dynamic_batch_holds_slots_until_the_batch_ends():
         engine.close()
 
 
+def test_a_sampling_failure_ends_only_its_own_sequence(engine, monkeypatch):
+    """One sequence whose sampling raises ends with "error"; its batch mate finishes normally."""
+    from engine import step_loop
+
+    real_sample = step_loop.sample_next_tokens
+    poisoned_temperature = 1.25
+
+    def sample(logits, temperatures, top_ps, generators):
+        if poisoned_temperature in temperatures:
+            raise RuntimeError("injected sampling failure")
+        return real_sample(logits, temperatures, top_ps, generators)
+
+    monkeypatch.setattr(step_loop, "sample_next_tokens", sample)
+    victim = GenerationRequest("victim", prompt="count forever", max_tokens=20, temperature=poisoned_temperature)
+
+    async def scenario():
+        mate = engine.generate(long_request("mate", 40))
+        await first_event(mate)  # running: the victim joins its batch
+        return await asyncio.gather(drain(engine.generate(victim)), drain(mate))
+
+    victim_events, mate_events = asyncio.run(scenario())
+    assert victim_events[-1]["finish_reason"] == "error" and "injected" in victim_events[-1]["error"]
+    assert mate_events[-1]["finish_reason"] == "length" and mate_events[-1]["usage"]["completion_tokens"] == 40
+    assert engine.num_free_slots == 2
+
+
 def test_shutdown_ends_running_and_waiting_requests():
     engine = Engine(EngineConfig(batching="none"))
 
     async def scenario():
         agen = engine.generate(long_request("running"))
         await first_event(agen)
+        engine.check_health()
         await engine.shutdown()
+        with pytest.raises(RuntimeError, match="not running"):
+            engine.check_health()
         events = await drain(agen)
         assert events[-1]["finish_reason"] == "cancelled"
         with pytest.raises(RuntimeError, match="shut down"):

@@ -7,7 +7,9 @@ import pytest
 
 from router import (
     POLICIES,
-    Dispatch,
+    DuplicateRequestError,
+    Lease,
+    MissingOracleLengthError,
     QueueFullError,
     RequestRecord,
     Scheduler,
@@ -28,12 +30,12 @@ def fill_then_drain(policy, records, **cfg):
     assert [d.request_id for d in s.on_arrival(rec("blocker", 0.0, 1, 1), 0.0)] == ["blocker"]
     for r in records:
         assert s.on_arrival(r, r.arrival_time_s) == []
-    order, running, now_s = [], "blocker", 10.0
+    order, running, now_s = [], s.lease_of("blocker"), 10.0
     while running:
-        out = s.on_finish(running, now_s)
-        running = out[0].request_id if out else None
+        out = s.release(running, now_s)
+        running = out[0] if out else None
         if running:
-            order.append(running)
+            order.append(running.request_id)
         now_s += 1.0
     return order
 
@@ -71,7 +73,7 @@ def test_ssjf_never_reads_true_length():
 @pytest.mark.timeout(10)
 def test_oracle_requires_true_length():
     s = Scheduler(SchedulerConfig(policy="sjf-oracle"))
-    with pytest.raises(ValueError, match="true_output_tokens"):
+    with pytest.raises(MissingOracleLengthError, match="true_output_tokens"):
         s.on_arrival(rec("x", 0.0, 5), 0.0)
 
 
@@ -93,9 +95,9 @@ def test_max_wait_guard_sends_over_waited_request_next():
     s.on_arrival(rec("blocker", 0.0, 1), 0.0)
     s.on_arrival(rec("long", 0.0, 500), 0.0)
     s.on_arrival(rec("short", 20.0, 5), 20.0)
-    assert s.on_finish("blocker", 25.0)[0].request_id == "short"  # 25 s < 30 s: SJF order
+    assert s.release(s.lease_of("blocker"), 25.0)[0].request_id == "short"  # 25 s < 30 s: SJF order
     s.on_arrival(rec("short2", 26.0, 5), 26.0)
-    d = s.on_finish("short", 31.0)[0]
+    d = s.release(s.lease_of("short"), 31.0)[0]
     assert (d.request_id, d.queue_wait_s) == ("long", 31.0)  # waited 31 s > 30 s: goes next
 
 
@@ -107,11 +109,11 @@ def test_guard_starts_an_old_waiter_before_its_bound_not_after():
     s.add_replica("r0", 1, 0.0)
     s.on_arrival(rec("s0", 0.0, 5), 0.0)
     s.on_arrival(rec("long", 0.0, 500), 0.0)
-    running, started = "s0", {}
+    running, started = s.lease_of("s0"), {}
     for t in range(3, 41, 3):
         s.on_arrival(rec(f"s{t}", t - 0.5, 5), t - 0.5)
-        (d,) = s.on_finish(running, float(t))
-        running, started[d.request_id] = d.request_id, d.queue_wait_s
+        (d,) = s.release(running, float(t))
+        running, started[d.request_id] = d, d.queue_wait_s
     assert started["long"] == 21.0
     assert s.snapshot(40.0)["guard_lead_s"] == pytest.approx(12.0)
     assert Scheduler(SchedulerConfig()).guard_lead_s == 0.0  # no release seen yet: no lead
@@ -139,7 +141,7 @@ def test_dispatch_goes_to_replica_with_most_free_slots():
     # b(3) ; tie a(1) b(2)->b ; tie a(1) b(1): a least recently used ; b
     assert targets == ["b", "b", "a", "b"]
     assert s.on_arrival(rec("r4", 0.0, 10), 0.0) == []
-    assert s.replicas() == {"a": {"num_slots": 1, "num_running": 1}, "b": {"num_slots": 3, "num_running": 3}}
+    assert {rid: (f["num_slots"], f["num_running"]) for rid, f in s.replicas().items()} == {"a": (1, 1), "b": (3, 3)}
 
 
 @pytest.mark.timeout(10)
@@ -149,9 +151,9 @@ def test_add_replica_and_set_capacity_dispatch_waiters():
         assert s.on_arrival(rec(f"r{i}", float(i), 10), float(i)) == []
     out = s.add_replica("a", 2, 5.0)
     assert [(d.request_id, d.replica_id, d.queue_wait_s) for d in out] == [("r0", "a", 5.0), ("r1", "a", 4.0)]
-    assert isinstance(out[0], Dispatch) and out[0].record.arrival_time_s == 0.0
+    assert isinstance(out[0], Lease) and out[0].record.arrival_time_s == 0.0
     assert s.set_capacity("a", 1, 6.0) == []
-    assert s.on_finish("r0", 7.0) == []  # 1 running == 1 slot
+    assert s.release(out[0], 7.0) == []  # 1 running == 1 slot
     assert [d.request_id for d in s.set_capacity("a", 2, 8.0)] == ["r2"]
 
 
@@ -162,9 +164,9 @@ def test_remove_replica_returns_in_flight_and_redispatch():
     s.add_replica("b", 1, 0.0)
     records = {f"r{i}": rec(f"r{i}", float(i), 10) for i in range(4)}
     placed = {d.request_id: d.replica_id for r in records.values() for d in s.on_arrival(r, r.arrival_time_s)}
-    lost = s.remove_replica("a", 5.0)
+    lost = [lease.request_id for lease in s.remove_replica("a", 5.0)]
     assert sorted(lost) == sorted(k for k, v in placed.items() if v == "a")
-    assert s.remove_replica("a", 5.0) == [] and s.on_finish(lost[0], 5.0) == []
+    assert s.remove_replica("a", 5.0) == [] and s.cancel(lost[0], 5.0) == []
     for rid in lost:
         s.requeue(records[rid], 5.0)
     out = s.add_replica("c", 4, 6.0)
@@ -178,7 +180,7 @@ def test_requeue_keeps_arrival_time():
     s.add_replica("a", 1, 0.0)
     first = rec("old", 1.0, 10)
     s.on_arrival(first, 1.0)
-    assert s.remove_replica("a", 1.5) == ["old"]
+    assert [lease.request_id for lease in s.remove_replica("a", 1.5)] == ["old"]
     s.on_arrival(rec("new", 2.0, 10), 2.0)
     s.requeue(first, 3.0)
     d = s.add_replica("b", 1, 4.0)[0]
@@ -203,7 +205,7 @@ def test_cancel_waiting_and_running():
         s.on_arrival(rec(f"r{i}", float(i), 10), float(i))
     assert s.cancel("r1", 3.0) == [] and s.num_waiting == 1
     assert [d.request_id for d in s.cancel("r0", 4.0)] == ["r2"]
-    assert s.cancel("nope", 5.0) == [] and s.on_finish("nope", 5.0) == []
+    assert s.cancel("nope", 5.0) == []
     assert s.num_running == 1 and s.num_waiting == 0
 
 
@@ -211,7 +213,7 @@ def test_cancel_waiting_and_running():
 def test_duplicate_id_rejected():
     s = Scheduler(SchedulerConfig())
     s.on_arrival(rec("x", 0.0, 1), 0.0)
-    with pytest.raises(ValueError, match="already"):
+    with pytest.raises(DuplicateRequestError, match="already"):
         s.on_arrival(rec("x", 0.0, 1), 0.0)
 
 
@@ -225,7 +227,8 @@ def test_snapshot_is_json_able():
     s.on_arrival(rec("y", 1.0, 1), 1.0)
     snap = json.loads(json.dumps(s.snapshot(4.0)))
     assert snap["policy"] == "ssjf" and snap["num_waiting"] == 1 and snap["oldest_wait_s"] == 3.0
-    assert snap["replicas"] == {"a": {"num_slots": 1, "num_running": 1}}
+    assert snap["replicas"] == {"a": {"state": "active", "capacity": 1, "num_slots": 1, "num_running": 1,
+                                      "max_context_tokens": None, "node_id": None}}
 
 
 @pytest.mark.timeout(10)
@@ -253,7 +256,8 @@ def test_many_cancels_keep_heaps_bounded():
 @pytest.mark.timeout(60)
 def test_router_imports_no_ray_torch_asyncio():
     code = (
-        "import sys, router, router.scheduler, router.policy, router.wait_queue, router.config, router.request\n"
+        "import sys, router, router.scheduler, router.policy, router.wait_queue, router.config, router.request,"
+        " router.lease, router.events, router.replicas, router.errors\n"
         "bad = [m for m in ('ray', 'torch', 'asyncio') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -278,4 +282,4 @@ def test_re_registering_replica_keeps_in_flight():
     s.on_arrival(rec("x", 0.0, 1), 0.0)
     s.on_arrival(rec("y", 1.0, 1), 1.0)
     assert [d.request_id for d in s.add_replica("a", 2, 2.0)] == ["y"]
-    assert s.replicas() == {"a": {"num_slots": 2, "num_running": 2}}
+    assert s.replicas()["a"]["num_slots"] == 2 and s.replicas()["a"]["num_running"] == 2

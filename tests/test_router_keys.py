@@ -79,7 +79,7 @@ def test_starvation_bound_applies_across_priorities():
     s.on_arrival(RequestRecord("blocker", 0.0, 1.0), 0.0)
     s.on_arrival(RequestRecord("low", 0.0, 5.0, priority=MAX_PRIORITY), 0.0)
     s.on_arrival(RequestRecord("urgent", 31.0, 5.0, priority=-5), 31.0)
-    assert s.on_finish("blocker", 32.0)[0].request_id == "low"
+    assert s.release(s.lease_of("blocker"), 32.0)[0].request_id == "low"
 
 
 @pytest.mark.timeout(10)

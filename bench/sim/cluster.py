@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router import Dispatch, QueueFullError, RequestRecord, Scheduler, SchedulerConfig
+from router import Lease, QueueFullError, RequestRecord, Scheduler, SchedulerConfig
 from bench.sim.engine import CostModel, EventLoop, make_replica
 
 
@@ -22,13 +22,13 @@ class ClusterFront:
         for rid in replica_ids:
             self.scheduler.add_replica(rid, num_slots, 0.0)
 
-    def arrive(self, rec: RequestRecord, now_s: float) -> list[Dispatch]:
+    def arrive(self, rec: RequestRecord, now_s: float) -> list[Lease]:
         return self.scheduler.on_arrival(rec, now_s)
 
-    def finish(self, replica_id: str, request_id: str, now_s: float) -> list[Dispatch]:
-        return self.scheduler.on_finish(request_id, now_s)
+    def finish(self, lease: Lease, now_s: float) -> list[Lease]:
+        return self.scheduler.release(lease, now_s)
 
-    def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> list[Dispatch]:
+    def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> list[Lease]:
         return self.scheduler.set_capacity(replica_id, num_slots, now_s)
 
 
@@ -44,17 +44,17 @@ class PowerOfTwoFront:
         self._ids = list(replica_ids)
         self._rng = random.Random(seed)
 
-    def arrive(self, rec: RequestRecord, now_s: float) -> list[Dispatch]:
+    def arrive(self, rec: RequestRecord, now_s: float) -> list[Lease]:
         if len(self._ids) == 1:
             return self.schedulers[self._ids[0]].on_arrival(rec, now_s)
         first, second = (self.schedulers[r] for r in self._rng.sample(self._ids, 2))
         load = lambda s: s.num_waiting + s.num_running  # noqa: E731
         return (second if load(second) < load(first) else first).on_arrival(rec, now_s)
 
-    def finish(self, replica_id: str, request_id: str, now_s: float) -> list[Dispatch]:
-        return self.schedulers[replica_id].on_finish(request_id, now_s)
+    def finish(self, lease: Lease, now_s: float) -> list[Lease]:
+        return self.schedulers[lease.replica_id].release(lease, now_s)
 
-    def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> list[Dispatch]:
+    def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> list[Lease]:
         return self.schedulers[replica_id].set_capacity(replica_id, num_slots, now_s)
 
 
@@ -111,26 +111,26 @@ class Simulation:
         except QueueFullError:
             self.num_rejected += 1
 
-    def _deliver(self, dispatches: list[Dispatch], now_s: float) -> None:
-        for d in dispatches:
+    def _deliver(self, leases: list[Lease], now_s: float) -> None:
+        for d in leases:
             self.wait_s[d.request_id] = d.queue_wait_s
             self.replica_of[d.request_id] = d.replica_id
             self.replicas[d.replica_id].deliver(d, now_s)
 
     # Host protocol
-    def first_token(self, dispatch: Dispatch, time_s: float) -> None:
-        self.first_token_s[dispatch.request_id] = time_s + self.client_latency_s
+    def first_token(self, lease: Lease, time_s: float) -> None:
+        self.first_token_s[lease.request_id] = time_s + self.client_latency_s
 
-    def completed(self, dispatch: Dispatch, time_s: float) -> None:
-        self.completion_s[dispatch.request_id] = time_s + self.client_latency_s
+    def completed(self, lease: Lease, time_s: float) -> None:
+        self.completion_s[lease.request_id] = time_s + self.client_latency_s
 
-    def release(self, replica_id: str, request_ids: list[str], now_s: float, num_slots: int | None = None) -> None:
-        dispatches = []
-        for request_id in request_ids:
-            dispatches += self.front.finish(replica_id, request_id, now_s)
+    def release(self, replica_id: str, leases: list[Lease], now_s: float, num_slots: int | None = None) -> None:
+        granted = []
+        for lease in leases:
+            granted += self.front.finish(lease, now_s)
         if num_slots is not None:
-            dispatches += self.front.set_capacity(replica_id, num_slots, now_s)
-        self._deliver(dispatches, now_s)
+            granted += self.front.set_capacity(replica_id, num_slots, now_s)
+        self._deliver(granted, now_s)
 
     def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> None:
         self._deliver(self.front.set_capacity(replica_id, num_slots, now_s), now_s)

@@ -2,7 +2,7 @@
 
 Invariant: replicas only execute what the router dispatched to them; they never reorder or hold a
 private queue of requests beyond the batch being formed. A replica reports finished requests (and
-capacity changes) to its `host`, which calls the router and hands new dispatches back. Replicas report
+capacity changes) to its `host`, which calls the router and hands new leases back. Replicas report
 engine times; the host adds the client latency to what the client observes.
 
 Cost models (times in seconds, `a` = per-request stall, `b` = per-token cost, `p` = prefill cost per
@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from router import Dispatch
+from router import Lease
 
 
 class EventLoop:
@@ -67,17 +67,17 @@ class CostModel:
     def step_s(self, num_seqs: int) -> float:
         return self.per_token_s + self.step_growth_s * max(0, num_seqs - 1)
 
-    def prefill_s(self, dispatches: list[Dispatch]) -> float:
+    def prefill_s(self, leases: list[Lease]) -> float:
         """Prefill of the prompts of requests starting together (overhead not included)."""
-        return self.prefill_per_prompt_token_s * sum(d.record.prompt_tokens for d in dispatches)
+        return self.prefill_per_prompt_token_s * sum(d.record.prompt_tokens for d in leases)
 
 
 class Host(Protocol):
     loop: EventLoop
 
-    def first_token(self, dispatch: Dispatch, time_s: float) -> None: ...
-    def completed(self, dispatch: Dispatch, time_s: float) -> None: ...
-    def release(self, replica_id: str, request_ids: list[str], now_s: float, num_slots: int | None = None) -> None: ...
+    def first_token(self, lease: Lease, time_s: float) -> None: ...
+    def completed(self, lease: Lease, time_s: float) -> None: ...
+    def release(self, replica_id: str, leases: list[Lease], now_s: float, num_slots: int | None = None) -> None: ...
     def set_capacity(self, replica_id: str, num_slots: int, now_s: float) -> None: ...
 
 
@@ -87,14 +87,14 @@ class BatchReplica:
     def __init__(self, replica_id: str, cost: CostModel, host: Host, batch_size: int) -> None:
         self.replica_id, self.cost, self.host, self.batch_size = replica_id, cost, host, batch_size
         self.num_slots = batch_size
-        self._forming: list[Dispatch] = []
+        self._forming: list[Lease] = []
         self._running = False
         self._window_open = False
         self._formation = 0
 
-    def deliver(self, dispatch: Dispatch, now_s: float) -> None:
+    def deliver(self, lease: Lease, now_s: float) -> None:
         assert not self._running, "dispatch to a busy static batch"
-        self._forming.append(dispatch)
+        self._forming.append(lease)
         if len(self._forming) >= self.batch_size:
             self._start(now_s)
         elif not self._window_open:
@@ -118,12 +118,12 @@ class BatchReplica:
         end_s = now_s + startup_s + step_s * max(max(1, d.record.true_output_tokens) for d in members)
         if len(members) < self.batch_size:
             self.host.set_capacity(self.replica_id, len(members), now_s)
-        self.host.loop.at(end_s, self._on_batch_end, [d.request_id for d in members])
+        self.host.loop.at(end_s, self._on_batch_end, members)
 
-    def _on_batch_end(self, now_s: float, request_ids: list[str]) -> None:
+    def _on_batch_end(self, now_s: float, members: list[Lease]) -> None:
         self._running = False
-        restore = self.batch_size if len(request_ids) < self.batch_size else None
-        self.host.release(self.replica_id, request_ids, now_s, restore)
+        restore = self.batch_size if len(members) < self.batch_size else None
+        self.host.release(self.replica_id, members, now_s, restore)
 
 
 class ContinuousReplica:
@@ -132,8 +132,8 @@ class ContinuousReplica:
     def __init__(self, replica_id: str, cost: CostModel, host: Host, batch_size: int) -> None:
         self.replica_id, self.cost, self.host = replica_id, cost, host
         self.num_slots = batch_size
-        self._members: dict[str, list] = {}  # request_id -> [dispatch, steps_left at segment start]
-        self._joining: list[Dispatch] = []
+        self._members: dict[str, list] = {}  # request_id -> [lease, steps_left at segment start]
+        self._joining: list[Lease] = []
         self._seg_start_s = 0.0  # first step of the segment ends at start + prefill + step
         self._seg_prefill_s = 0.0
         self._seg_step_s = 0.0
@@ -142,14 +142,14 @@ class ContinuousReplica:
         self._busy = False
         self._at_boundary = False
 
-    def deliver(self, dispatch: Dispatch, now_s: float) -> None:
+    def deliver(self, lease: Lease, now_s: float) -> None:
         if self.cost.dispatch_latency_s > 0:
-            self.host.loop.at(now_s + self.cost.dispatch_latency_s, self._arrive, dispatch)
+            self.host.loop.at(now_s + self.cost.dispatch_latency_s, self._arrive, lease)
         else:
-            self._arrive(now_s, dispatch)
+            self._arrive(now_s, lease)
 
-    def _arrive(self, now_s: float, dispatch: Dispatch) -> None:
-        self._joining.append(dispatch)
+    def _arrive(self, now_s: float, lease: Lease) -> None:
+        self._joining.append(lease)
         if self._at_boundary or (self._busy and self._next_steps == 0):
             return  # joins at the boundary being processed / the start already scheduled
         if not self._busy:
@@ -176,9 +176,10 @@ class ContinuousReplica:
         for request_id, member in self._members.items():
             member[1] -= steps
             if member[1] <= 0:
-                finished.append(request_id)
-        for request_id in finished:
-            self.host.completed(self._members.pop(request_id)[0], now_s)
+                finished.append(member[0])
+        for lease in finished:
+            del self._members[lease.request_id]
+            self.host.completed(lease, now_s)
         self._at_boundary = True
         if finished:
             self.host.release(self.replica_id, finished, now_s)
