@@ -10,7 +10,7 @@ Invariant: `output_tokens` excludes the EOS; finish_reason "length" means the an
 censored label (the true length is at least the cap), kept as such. Rows already in --out (by id) are skipped,
 so an interrupted run resumes; every finished row is appended and flushed at once. Greedy unless
 --temperature > 0. Rows whose prompt does not fit --max-prompt-tokens are skipped and counted, never dropped
-silently.
+silently. `--agreement REF.jsonl` compares --out with labels made elsewhere (same ids) instead of labelling.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def read_rows(path: Path, limit: int | None) -> list[dict]:
 def done_ids(path: Path) -> set:
     if not path.exists():
         return set()
-    return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+    return {row["id"] for row in _jsonl(path)}
 
 
 def chat_text(row: dict, tokenizer: Any) -> str:
@@ -102,6 +102,27 @@ def _label_row(row: dict, event: dict, args: argparse.Namespace) -> dict:
             "temperature": args.temperature, **({"error": event["error"]} if event.get("error") else {})}
 
 
+def agreement(out_path: Path, reference_path: Path) -> dict:
+    """Rows of both files with the same id: exact length match, finish_reason match, Kendall tau-b of lengths."""
+    from scipy.stats import kendalltau
+
+    ours = {row["id"]: row for row in _jsonl(out_path)}
+    theirs = {row["id"]: row for row in _jsonl(reference_path)}
+    pairs = [(ours[i], theirs[i]) for i in ours if i in theirs]
+    if len(pairs) < 2:
+        raise DataError(f"{out_path} and {reference_path} share {len(pairs)} ids; need at least 2")
+    tau = kendalltau([a["output_tokens"] for a, _ in pairs], [b["output_tokens"] for _, b in pairs]).statistic
+    return {"n": len(pairs),
+            "exact_length_match": round(sum(a["output_tokens"] == b["output_tokens"] for a, b in pairs) / len(pairs), 3),
+            "finish_reason_match": round(sum(a["finish_reason"] == b["finish_reason"] for a, b in pairs) / len(pairs), 3),
+            "kendall_tau_b": round(float(tau), 3)}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with path.open() as f:  # not splitlines(): answers may hold U+2028
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def _is_messages(value: object) -> bool:
     return isinstance(value, list) and len(value) > 0 and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
@@ -111,7 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m proxy_model.label", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=HelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="engine.model: a named model, HF id or path")
-    parser.add_argument("--data", type=Path, required=True, help="JSONL rows {id, prompt} or {id, messages}")
+    parser.add_argument("--data", type=Path, help="JSONL rows {id, prompt} or {id, messages} (required unless "
+                                                   "--agreement)")
     parser.add_argument("--out", type=Path, required=True, help="JSONL labels (appended; ids already there skipped)")
     parser.add_argument("--max-tokens", type=int, default=256, help="cap per answer (finish_reason 'length')")
     parser.add_argument("--max-prompt-tokens", type=int, default=512, help="longer chat-template prompts are skipped")
@@ -120,11 +142,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="sampling seed per request (temperature > 0)")
     parser.add_argument("--max-batch-size", type=int, default=8, help="engine slots (continuous batching)")
     parser.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
-    return parser.parse_args(argv)
+    parser.add_argument("--agreement", type=Path, default=None, metavar="REF",
+                        help="print how --out agrees with the labels in REF (same ids) and exit")
+    args = parser.parse_args(argv)
+    if args.data is None and args.agreement is None:
+        parser.error("--data is required (unless --agreement)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.agreement is not None:
+        print(json.dumps(agreement(args.out, args.agreement)))
+        return 0
     rows = read_rows(args.data, args.limit)
     finished = done_ids(args.out)
     todo = [row for row in rows if row["id"] not in finished]

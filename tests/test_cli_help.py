@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # module -> how to ask it for --help in-process
 CLIS = {
     "proxy_model.train": "parse_args", "proxy_model.evaluate": "parse_args", "proxy_model.compare": "main",
-    "proxy_model.calibrate": "parse_args", "bench.engine": "parse_args", "bench.overhead": "main",
+    "proxy_model.calibrate": "parse_args", "proxy_model.label": "parse_args", "bench.engine": "parse_args",
+    "bench.overhead": "main",
     "bench.load": "main", "bench.replay": "build_parser", "bench.sim": "parse_args", "bench.sim.live": "parse_args",
     "bench.demo": "parse_args", "deployments.serve_config": "parse_args", "deployments.serve_local": "parse_args",
 }
