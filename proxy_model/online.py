@@ -155,7 +155,9 @@ class OnlineLearner:
         x, y, censored = self.buffer.arrays()
         num_holdout = max(MIN_HOLDOUT, int(round(len(y) * self.config.holdout_fraction)))
         if len(y) - num_holdout < 2:
-            return {"skipped": f"{len(y)} labels: too few to hold {num_holdout} back"}
+            self.last_refit = {"skipped": f"{len(y)} labels: too few to hold {num_holdout} back and train",
+                               "finished_at_s": time.time()}
+            return self.last_refit
         current = self.predictor.head
         candidate = fit_candidate(current, x[:-num_holdout], y[:-num_holdout], censored[:-num_holdout],
                                   seed=self.num_refits)
