@@ -1,7 +1,8 @@
 """Disk cache of frozen-backbone features, keyed by (backbone, truncation, layers) and prompt hash.
 
 Invariant: the cached tensor for a prompt is exactly `Encoder.encode([prompt])` (float32), so heads
-trained on the cache match inference. Caches are local build outputs; never commit them.
+trained on the cache match inference; an encoder with tuned layers loaded (`Encoder.delta_id`) has
+its own cache file. Caches are local build outputs; never commit them.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def prompt_key(prompt: str) -> str:
 
 def cache_file(cache_dir: str | Path, encoder: Encoder) -> Path:
     ident = f"{CACHE_VERSION}|{encoder.backbone}|{encoder.max_prompt_tokens}|{encoder.num_layers}"
+    if encoder.delta_id:  # tuned layers (`--init-encoder`): their own cache
+        ident += f"|delta={encoder.delta_id}"
     return Path(cache_dir) / f"features-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.pt"
 
 

@@ -64,13 +64,13 @@ class CachedFeatures:
         import torch
 
         from .cache import encode_cached
-        from .heads import assemble
+        from .heads import head_input
 
         feat, head = self.live.config["features"], self.live.head
         pooled, log_len = encode_cached(self.full, prompts, self.cache_dir)
         pooled = pooled[:, : self.live.encoder.num_hidden_states]
         with torch.inference_mode():
-            x = assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
+            x = head_input(pooled, log_len, feat, prompts)
             return [float(t) for t in head.tokens(head(x, head.model_index(model_names, len(prompts))))]
 
 

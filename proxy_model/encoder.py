@@ -7,7 +7,9 @@ log1p(prompt length in characters).
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import torch
 
@@ -56,6 +58,7 @@ class Encoder:
             self.model.config.num_hidden_layers = self.num_layers
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.delta_id = ""  # set by load_delta: fingerprint of the tuned weights (feature cache key)
 
     @property
     def hidden_size(self) -> int:
@@ -117,6 +120,20 @@ class Encoder:
             for chunk, input_ids, mask in self.sub_batches(ids):
                 out[chunk] = self.forward(input_ids, mask)
         return out, log_len.to(self.device)
+
+    def load_delta(self, path: str | Path) -> dict[str, torch.Tensor]:
+        """Overwrite tuned parameters from a checkpoint's `backbone_delta.safetensors` (float16);
+        returns them as float32 and records the file's fingerprint in `delta_id`."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        tuned = {k: v.float() for k, v in load_file(str(path)).items()}
+        missing = set(tuned) - set(dict(self.model.named_parameters()))
+        if missing:
+            raise ValueError(f"{path}: parameters not in backbone: {sorted(missing)[:3]}")
+        self.model.load_state_dict(tuned, strict=False)
+        self.delta_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return tuned
 
     def unfreeze_last(self, num_layers: int) -> list[str]:
         """Make the last `num_layers` transformer layers trainable; returns their parameter names."""

@@ -13,7 +13,7 @@ import torch
 from scipy.stats import kendalltau
 from tqdm import tqdm
 
-from .heads import Head, assemble, quantile_buckets
+from .heads import RANKING_KINDS, Head, head_input, quantile_buckets
 from .lora import add_lora, merge_lora
 
 
@@ -90,8 +90,8 @@ def _fit_head(head: Head, train: tuple, val: tuple, epochs: int, lr: float, batc
 
 
 def calibrate(head: Head, x: torch.Tensor, m: torch.Tensor, y: np.ndarray) -> None:
-    """Ranking heads: fit the score -> tokens quantile mapping on training rows."""
-    if head.kind != "ranking":
+    """Ranking heads (pairwise, ListMLE): fit the score -> tokens quantile mapping on training rows."""
+    if head.kind not in RANKING_KINDS:
         return
     with torch.inference_mode():
         s = head.score(head(x, m)).numpy()
@@ -130,7 +130,7 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
             x_val = []
             for i in range(0, len(val[0]), 256):
                 pooled, ll = encoder.encode(val[0][i : i + 256])
-                x_val.append(assemble(pooled, ll, feat_cfg["layers"], feat_cfg["poolings"], feat_cfg["use_length"]))
+                x_val.append(head_input(pooled, ll, feat_cfg, val[0][i : i + 256]))
         tau = val_tau(head, torch.cat(x_val), val[1], val[2])
         encoder.model.train()
         head.train()
@@ -175,7 +175,7 @@ def finetune(encoder, head: Head, feat_cfg: dict, prompts: list[str], m: torch.T
                 input_ids[r, : len(ids[j])] = torch.tensor(ids[j])
                 mask[r, : len(ids[j])] = 1
             pooled = encoder.forward(input_ids.to(encoder.device), mask.to(encoder.device))
-            x = assemble(pooled, log_len[idx], feat_cfg["layers"], feat_cfg["poolings"], feat_cfg["use_length"])
+            x = head_input(pooled, log_len[idx], feat_cfg, [prompts[j] for j in idx])
             loss = head.loss(head(x, m[idx]), tokens[idx], buckets[idx] if buckets is not None else None)
             opt.zero_grad()
             loss.backward()

@@ -6,6 +6,7 @@ ranking requests by predicted tokens is ranking by the head's score (SSJF order)
 - classification: K quantile buckets of the training labels; score = expected log bucket median;
   tokens = exp(score), which shrinks toward the median
 - ranking: pairwise logistic loss; score -> tokens by quantile mapping fitted on training rows
+- listmle: listwise (ListMLE) loss over each batch sorted by true length; mapped like ranking
 A head whose calibration buffers are non-empty (ranking always; any head after `Head.calibrate`,
 e.g. by `python -m proxy_model.calibrate` on val rows) maps score -> log tokens through that strictly
 monotone quantile mapping instead, so predicted tokens spread like the labels and the order is kept.
@@ -17,8 +18,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-HEAD_KINDS = ("regression", "classification", "ranking")
+HEAD_KINDS = ("regression", "classification", "ranking", "listmle")
+RANKING_KINDS = ("ranking", "listmle")  # scores without a unit: always mapped to tokens by calibration
 MIN_TOKENS = 1.0
+
+
+def head_input(pooled: torch.Tensor, log_len: torch.Tensor, feat: dict, texts: list[str]) -> torch.Tensor:
+    """The head's input for a checkpoint's `features` config: `assemble`, then the lexical features of
+    the predictor texts when `feat["lexical"]` (so training and `Predictor.features` agree)."""
+    x = assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
+    if not feat.get("lexical"):
+        return x
+    from .lexical import lexical_features
+
+    return torch.cat([x, torch.from_numpy(lexical_features(texts)).to(x.device)], dim=1)
 
 
 def assemble(pooled: torch.Tensor, log_len: torch.Tensor, layers: list[int], poolings: list[int],
@@ -71,6 +84,8 @@ class Head(nn.Module):
             return F.smooth_l1_loss(raw[:, 0], log_tokens(tokens))
         if self.kind == "classification":
             return F.cross_entropy(raw, bucket)
+        if self.kind == "listmle":
+            return list_mle(raw[:, 0], tokens)
         return pairwise_logistic(raw[:, 0], tokens)
 
     def score(self, raw: torch.Tensor) -> torch.Tensor:
@@ -111,6 +126,13 @@ def pairwise_logistic(score: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     diff = score[:, None] - score[None, :]
     longer = (tokens[:, None] > tokens[None, :]).to(score.dtype)
     return (F.softplus(-diff) * longer).sum() / longer.sum().clamp(min=1.0)
+
+
+def list_mle(score: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """ListMLE: negative log Plackett-Luce likelihood of the batch ordered longest first (ties keep
+    the batch's shuffled order), averaged over positions."""
+    s = score[torch.argsort(tokens, descending=True, stable=True)]
+    return (torch.logcumsumexp(s.flip(0), dim=0).flip(0) - s).mean()
 
 
 def quantile_buckets(tokens: np.ndarray, num_buckets: int) -> tuple[np.ndarray, np.ndarray]:

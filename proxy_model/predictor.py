@@ -18,7 +18,7 @@ import torch
 
 from .chat import predictor_text
 from .encoder import Encoder, default_backbone
-from .heads import Head, assemble
+from .heads import Head, head_input
 from .lora import apply_lora_deltas
 
 SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
@@ -57,7 +57,7 @@ class Predictor:
     def features(self, prompts: list[str]) -> torch.Tensor:
         feat = self.config["features"]
         pooled, log_len = self.encoder.encode(prompts)
-        return assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
+        return head_input(pooled, log_len, feat, prompts)
 
     def predict(self, prompts: list, model_names: list[str] | None = None) -> list[float]:
         """Predicted output tokens (> 0) per prompt; unknown/None model names use the default.

@@ -11,9 +11,11 @@ Frozen features are cached in $SSJF_CACHE_DIR/proxy_features (default ~/.cache/s
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,9 +25,9 @@ from .cli import HelpFormatter, default_cache_dir, run_cli
 from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, row_split
 from .encoder import Encoder
 from .fit import calibrate, finetune, fit_head
-from .heads import HEAD_KINDS, Head, assemble, model_index
+from .heads import HEAD_KINDS, RANKING_KINDS, Head, head_input, model_index
 from .metrics import accuracy
-from .predictor import FORMAT_VERSION, Predictor, backbone_name
+from .predictor import FORMAT_VERSION, SHIPPED_CHECKPOINTS, Predictor, backbone_name, backbone_path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--feature-layers", default="2,3,4", help="hidden states to pool, e.g. '-1' (last) or '4,5,6'")
     ap.add_argument("--poolings", default="mean,cls")
     ap.add_argument("--no-length-feature", action="store_true")
+    ap.add_argument("--lexical", action="store_true", help="also feed cheap lexical features (proxy_model.lexical)")
+    ap.add_argument("--init-encoder", default=None, metavar="CHECKPOINT",
+                    help="use that checkpoint's encoder (its truncation, depth and tuned layers) for a new head; "
+                         "overrides --backbone/--max-prompt-tokens/--num-layers")
     ap.add_argument("--hidden", type=int, default=256, help="MLP width (0 = linear head)")
     ap.add_argument("--num-buckets", type=int, default=10, help="classification: quantile buckets")
     ap.add_argument("--model-dim", type=int, default=8, help="model-name embedding size")
@@ -67,15 +73,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="frozen feature cache ('' = none; $SSJF_CACHE_DIR/proxy_features when set) (default: %(default)s)")
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
+    if args.init_encoder and args.finetune:
+        ap.error("--init-encoder trains a head on that encoder's features; it cannot be combined with --finetune")
     args.num_layers = args.num_layers or None  # 0: every layer
     return args
+
+
+def build_encoder(args) -> tuple[Encoder, dict | None]:
+    """The encoder to train on, and the tuned weights it inherits from `--init-encoder` (or None)."""
+    if not args.init_encoder:
+        return Encoder(args.backbone, args.max_prompt_tokens, args.num_layers), None
+    directory = Path(args.init_encoder)
+    if not directory.is_dir() and (SHIPPED_CHECKPOINTS / directory).is_dir():
+        directory = SHIPPED_CHECKPOINTS / directory
+    if not (directory / "config.json").exists():
+        raise FileNotFoundError(f"{directory / 'config.json'}: no proxy_model checkpoint here")
+    source = json.loads((directory / "config.json").read_text())["encoder"]
+    if source.get("lora"):
+        raise ValueError(f"{directory}: --init-encoder supports tuned-layer checkpoints, not LoRA")
+    args.max_prompt_tokens, args.num_layers = source["max_prompt_tokens"], source["num_layers"]
+    args.finetune_layers = source.get("finetuned_layers", 0)
+    encoder = Encoder(backbone_path(source["backbone"]), args.max_prompt_tokens, args.num_layers)
+    delta = directory / "backbone_delta.safetensors"
+    return encoder, ({"weights": encoder.load_delta(delta)} if delta.exists() else None)
 
 
 def feature_config(args, encoder: Encoder) -> dict:
     n = encoder.num_hidden_states
     layers = [int(t) % n for t in args.feature_layers.split(",")]
     poolings = [("mean", "cls").index(p.strip()) for p in args.poolings.split(",")]
-    return {"layers": layers, "poolings": poolings, "use_length": not args.no_length_feature}
+    return {"layers": layers, "poolings": poolings, "use_length": not args.no_length_feature, "lexical": args.lexical}
 
 
 def split_rows(rows, seed: int) -> dict:
@@ -94,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     rows = load_labelled(args.data, demo_tokenizer(args.tokenizer), args.max_rows)
     parts = split_rows(rows, args.split_seed)
-    encoder = Encoder(args.backbone, args.max_prompt_tokens, args.num_layers)
+    encoder, tuned = build_encoder(args)
     # the cache is keyed by depth; a depth-cut encoder caches only its own (cheaper) states
     full = encoder
     feat = feature_config(args, encoder)
@@ -103,14 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     for split, part in parts.items():
         pooled, log_len = encode_cached(full, [r.prompt for r in part], args.cache_dir or None)
         pooled = pooled[:, : encoder.num_hidden_states]
-        x = assemble(pooled, log_len, feat["layers"], feat["poolings"], feat["use_length"])
+        x = head_input(pooled, log_len, feat, [r.prompt for r in part])
         data[split] = (x, model_index(model_names, [r.model for r in part], len(part)),
                        np.array([r.output_tokens for r in part], dtype=float))
     head = Head(args.head, data["train"][0].shape[1], args.hidden, args.num_buckets, model_names,
                 args.model_dim, args.dropout)
     report = fit_head(head, data["train"], data["val"], args.epochs, args.lr, args.batch_size,
                       args.weight_decay, args.seed)
-    tuned = None
     if args.finetune:
         val_ft = None
         if args.finetune_eval_minutes > 0:
@@ -129,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder": {"backbone": backbone_name(encoder.backbone), "max_prompt_tokens": args.max_prompt_tokens,
                     "num_layers": encoder.num_layers,
                     "finetuned_layers": args.finetune_layers if tuned and not args.lora_rank else 0,
+                    "init_encoder": args.init_encoder,
                     "lora": {"rank": args.lora_rank, "scale": args.lora_scale} if tuned and args.lora_rank else None},
         "features": feat,
         "head": {"kind": args.head, "in_dim": int(data["train"][0].shape[1]), "hidden": args.hidden,
@@ -142,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                   **{k: v for k, v in report.items() if k != "history"}},
     }
     predictor = Predictor(encoder, head, config)
-    if tuned is not None:  # fine-tuned features differ from the cache: refit calibration, re-encode
-        if head.kind == "ranking":
+    if args.finetune:  # fine-tuned features differ from the cache: refit calibration, re-encode
+        if head.kind in RANKING_KINDS:
             with torch.inference_mode():
                 x_tr = predictor.features([r.prompt for r in parts["train"]])
             calibrate(head, x_tr, data["train"][1], data["train"][2])
@@ -164,6 +191,8 @@ def default_name(args, encoder: Encoder) -> str:
     if args.num_layers is not None:
         base += f"-first{encoder.num_layers}"
     mode = "frozen" if not args.finetune else f"lora{args.lora_rank}" if args.lora_rank else f"ft{args.finetune_layers}"
+    if args.init_encoder:
+        mode = f"ft{args.finetune_layers}(from {Path(args.init_encoder).name})"
     return f"{base}-{mode}+{args.head}"
 
 
