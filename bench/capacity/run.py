@@ -27,8 +27,11 @@ from bench.capacity.procs import ENGINE_TITLE, ROUTER_TITLE, ProcessGroup, machi
 from bench.common import REPO_ROOT, HelpFormatter, deployed_app, serve_session
 
 SIM_CONFIG = REPO_ROOT / "configs" / "sim.yaml"
-QUICK = {"rates": [10, 25, 50, 100, 200, 300, 400, 600], "duration_s": 6.0}
-FULL = {"rates": [10, 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000], "duration_s": 20.0}
+# Each simulated replica is a Ray worker with torch imported (~240 MB unique memory): 32 fit beside other work
+# on a 24 GB machine, 64 need ~15 GB.
+QUICK = {"rates": [5, 10, 25, 50, 100, 200, 300, 400, 600], "duration_s": 6.0, "replicas": 32}
+FULL = {"rates": [5, 10, 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000], "duration_s": 20.0,
+        "replicas": 64}
 ENGINE_CPUS_TOTAL = 1.4  # what all engine replicas reserve together; the router reserves 0.5 of 2
 IDLE_TIMEOUT_S = 60.0
 
@@ -146,7 +149,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"rates {QUICK['rates']}, {QUICK['duration_s']:g} s each")
-    parser.add_argument("--replicas", type=int, default=64)
+    parser.add_argument("--replicas", type=int, help="engine replicas; default: 32 with --quick, else 64")
     parser.add_argument("--slots", type=int, default=8, help="engine slots per replica")
     parser.add_argument("--max-tokens", type=int, default=4, help="output tokens per request (ignore_eos)")
     parser.add_argument("--rates", help="comma-separated offered rates (req/s); default: by --quick")
@@ -160,6 +163,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     preset = QUICK if args.quick else FULL
     args.rates = sorted(float(r) for r in args.rates.split(",")) if args.rates else preset["rates"]
     args.duration_s = args.duration_s or preset["duration_s"]
+    args.replicas = args.replicas or preset["replicas"]
     if args.replicas < 1 or args.slots < 1 or args.max_tokens < 1 or min(args.rates) <= 0:
         parser.error("--replicas, --slots, --max-tokens and every rate must be > 0")
     return args
