@@ -1,9 +1,10 @@
 """The router's output-length predictor: batched predictions off the event loop, and the one place
 that hears how each prediction turned out.
 
-Invariant: `predict` never runs the model on the event loop (one worker thread); requests arriving within
-`batch_wait_ms` of the first waiting one (up to `max_batch_size`) share one model call; `on_finished` is called exactly once for each request that finished normally
-("stop" or "length"), never for cancelled or failed ones, so it only ever sees true lengths.
+Invariant: `predict` never runs the model on the event loop (one worker thread); requests arriving
+within `batch_wait_ms` of the first waiting one (up to `max_batch_size`) share one model call.
+`on_finished` is called exactly once for each request that finished normally ("stop" or "length"),
+never for cancelled or failed ones, so it only ever sees true lengths.
 """
 
 from __future__ import annotations

@@ -145,3 +145,43 @@ def test_killed_engine_replica(serve_instance, deploy_app):
                and victim not in handle.status.remote().result(timeout_s=30)["replicas"], timeout_s=90,
                interval_s=0.5)
     assert handle.generate.remote(prompt="after", max_tokens=2).result(timeout_s=60)["finish_reason"] == "length"
+
+
+def test_dynamic_batching_next_request_waits_for_the_batch_and_oracle_errors_are_400(serve_instance, deploy_app):
+    """Audit findings, through Serve: (1) a static batch kept a finished member's slot while the router
+    had freed it, so the next request waited 2 s in the replica and got 500 (EngineFullError); (2) the
+    sjf-oracle's missing-length error was a 409 on `request_id`."""
+    handle = deploy_app({"engine.batching": "dynamic", "engine.max_batch_size": 2, "engine.batch_wait_ms": 300.0,
+                         "engine_replicas.num_replicas": 1, "scheduler.policy": "sjf-oracle",
+                         "router.allow_benchmark_fields": True})
+    missing = completion(serve_instance, prompt="no oracle length", max_tokens=2)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "oracle_output_tokens", missing.text
+    long = handle.generate.remote(prompt="long member", max_tokens=400, ignore_eos=True, oracle_output_tokens=400)
+    short = handle.generate.remote(prompt="short member", max_tokens=2, ignore_eos=True, oracle_output_tokens=2)
+    assert short.result(timeout_s=60)["finish_reason"] == "length"
+    assert scheduler(handle)["num_running"] == 2, "the short member's slot is held until its batch ends"
+    started = time.monotonic()
+    after = completion(serve_instance, prompt="next", max_tokens=2, ignore_eos=True, oracle_output_tokens=2)
+    assert after.status_code == 200, after.text
+    assert long.result(timeout_s=120)["usage"]["completion_tokens"] == 400
+    assert after.json()["ssjf"]["queue_wait_s"] > 0 and time.monotonic() - started < 60
+
+
+def test_no_engine_replica_is_503_and_unhealthy(serve_instance, deploy_app):
+    """Audit finding: with no engine replica every request got 400 `context_length_exceeded` ("context is 1
+    tokens") while /health said ok."""
+    handle = deploy_app({**ONE_SLOT, "router.replica_wait_s": 0.2})
+    victim = next(iter(handle.status.remote().result(timeout_s=30)["replicas"]))
+    ray.kill(ray.get_actor(f"SERVE_REPLICA::default#Engine#{victim}", namespace="serve"), no_restart=True)
+    health, answers = [], []
+    deadline = time.monotonic() + 120
+    while not (503 in health and health[-1] == 200):
+        assert time.monotonic() < deadline, (health[-5:], answers)
+        health.append(requests.get(serve_instance + "/health", timeout=10).status_code)
+        if health[-1] == 503:
+            r = completion(serve_instance, prompt="anyone there?", max_tokens=2)
+            answers.append((r.status_code, r.json().get("error", {}).get("code")))
+        time.sleep(0.05)
+    assert (503, "no_replica") in answers, answers
+    assert all(status in (200, 503) for status, _ in answers), answers  # never a 400
+    assert completion(serve_instance, prompt="recovered", max_tokens=2).status_code == 200
