@@ -16,7 +16,7 @@ from .loader import eos_token_ids, load_model_and_tokenizer, model_max_positions
 from .request import GenerationRequest, encode_and_validate
 from .runner import ModelRunner
 from .sampler import make_generator
-from .scheduler import Scheduler
+from .scheduler import BatchScheduler
 from .sequence import Sequence
 from .sim_runner import SimRunner, is_sim_model, load_sim_model
 from .step_loop import StepLoop
@@ -30,7 +30,7 @@ class Engine:
         self.device = next(self.model.parameters()).device
         self.max_context_tokens = _resolve_max_context_tokens(config, self.model)
         self._seed_rng = random.Random(config.seed)
-        self._scheduler = Scheduler(config.batching, config.capacity, config.max_batch_size, config.batch_wait_ms)
+        self._scheduler = BatchScheduler(config.batching, config.capacity, config.max_batch_size, config.batch_wait_ms)
         runner = SimRunner(self.model) if simulated else ModelRunner(self.model, self.device)
         self._loop = StepLoop(runner, self._scheduler,
                               eos_token_ids(self.model, self.tokenizer))

@@ -15,7 +15,7 @@ from .request import EngineFullError
 from .sequence import Sequence, SequenceStatus
 
 
-class Scheduler:
+class BatchScheduler:
     def __init__(self, batching: str, capacity: int, max_batch_size: int, batch_wait_ms: float) -> None:
         self.batching = batching
         self.capacity = capacity

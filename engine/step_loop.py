@@ -14,14 +14,14 @@ from typing import Any
 
 from .runner import ModelRunner
 from .sampler import sample_next_tokens
-from .scheduler import Scheduler
+from .scheduler import BatchScheduler
 from .sequence import Sequence
 
 logger = logging.getLogger(__name__)
 
 
 class StepLoop:
-    def __init__(self, runner: ModelRunner, scheduler: Scheduler, eos_token_ids: set[int]) -> None:
+    def __init__(self, runner: ModelRunner, scheduler: BatchScheduler, eos_token_ids: set[int]) -> None:
         self.runner = runner
         self.scheduler = scheduler
         self.eos_token_ids = eos_token_ids
