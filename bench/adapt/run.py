@@ -28,7 +28,7 @@ from bench.common import cpus_needed, deployed_app, load_app_config, serve_sessi
 from bench.replay.cli import config_overrides
 from bench.replay.report import dumps
 from bench.replay.run import calibrate_output_rate, run_policy, slots_of, timed_workload, wait_idle, warm_up
-from bench.replay.trace import read_trace, window
+from bench.replay.trace import TraceError, read_trace, window
 from bench.replay.workload import PromptRow, count_tokens, demo_tokenizer
 
 ARMS = ("fcfs", "ssjf")
@@ -144,11 +144,16 @@ def write_outputs(out_dir: Path, args, state: dict, arms: dict, report: dict) ->
 
 
 def main(argv=None) -> None:
+    from proxy_model.data import DataError
+
     args = parse_args(argv)
     started = time.monotonic()
     tokenizer = demo_tokenizer()
-    state = {"pool": load_pool(args, tokenizer), "tokenizer": tokenizer, "rate": None, "items": None,
-             "offsets_s": window(read_trace(args.trace), args.num_requests, 0), "calibration": None}
+    try:
+        state = {"pool": load_pool(args, tokenizer), "tokenizer": tokenizer, "rate": None, "items": None,
+                 "offsets_s": window(read_trace(args.trace), args.num_requests, 0), "calibration": None}
+    except (TraceError, DataError, ValueError) as exc:  # bad input files: one clear line
+        raise SystemExit(f"error: {exc}") from None
     log(f"{len(state['pool'])} prompts of {args.model_name or 'all models'} from {args.prompts}; "
         f"{args.num_requests} requests at load {args.load:g}")
     config = load_app_config(None, config_overrides(args))
