@@ -17,6 +17,7 @@ _RATIOS = [0.125, 0.25, 0.5, 0.8, 1.0, 1.25, 2, 4, 8]
 
 METRIC_NAMES = {
     "queue_length": "ssjf_queue_length",
+    "queue_predicted_tokens": "ssjf_queue_predicted_tokens",
     "queue_wait": "ssjf_queue_wait_seconds",
     "prediction_abs_error": "ssjf_prediction_abs_error_tokens",
     "prediction_ratio": "ssjf_prediction_ratio",
@@ -53,6 +54,8 @@ class RouterMetrics:
     def __init__(self) -> None:
         n = METRIC_NAMES
         self._queue_length = Gauge(n["queue_length"], "Requests waiting in the router's queue")
+        self._queue_predicted_tokens = Gauge(n["queue_predicted_tokens"],
+                                             "Predicted output tokens of the requests waiting in the router's queue")
         self._queue_wait = Histogram(n["queue_wait"], "Time from arrival to dispatch", _SECONDS)
         self._prediction_abs_error = Histogram(
             n["prediction_abs_error"], "|predicted - actual| output tokens of finished requests", _TOKENS)
@@ -70,8 +73,10 @@ class RouterMetrics:
         self.completions: CountMap[str] = CountMap()
         self.sums: CountMap[str] = CountMap()
 
-    def observe_queue(self, num_waiting: int, in_flight_by_replica: dict[str, int]) -> None:
+    def observe_queue(self, num_waiting: int, waiting_predicted_tokens: float,
+                      in_flight_by_replica: dict[str, int]) -> None:
         self._queue_length.set(num_waiting)
+        self._queue_predicted_tokens.set(waiting_predicted_tokens)
         for replica_id, num_running in in_flight_by_replica.items():
             self._in_flight.set(num_running, tags={"engine_replica": replica_id})
 

@@ -60,7 +60,7 @@ class ReplicaSync:
             except Exception:  # keep serving: the next round retries
                 logger.exception("engine replica sync failed")
             scheduler = self._dispatcher.scheduler
-            self._metrics.observe_queue(scheduler.num_waiting, {
+            self._metrics.observe_queue(scheduler.num_waiting, scheduler.waiting_predicted_tokens, {
                 rid: facts["num_running"] for rid, facts in scheduler.replicas().items()})
             await asyncio.sleep(self._interval_s)
 

@@ -120,9 +120,9 @@ class RequestRunner:
                                      jct_s=jct_s, ttft_s=ttft_s)
         if done.finished_normally:
             self._predictor.on_finished(parsed.request_id, done.completion_tokens, done.finish_reason)
-        return dataclasses.replace(done, timings={**done.timings, "ttft_s": ttft_s, "jct_s": jct_s},
-                                   ssjf={**done.ssjf, "predicted_output_tokens": round(record.predicted_output_tokens, 2),
-                                         "predict_ms": round(predict_ms, 3), "policy": self._policy})
+        ssjf = {**done.ssjf, "predicted_output_tokens": round(record.predicted_output_tokens, 2),
+                "predict_ms": round(predict_ms, 3), "policy": self._policy}
+        return dataclasses.replace(done, timings={**done.timings, "ttft_s": ttft_s, "jct_s": jct_s}, ssjf=ssjf)
 
     async def _attempts(self, parsed: ParsedRequest, record: RequestRecord) -> AsyncIterator[StreamEvent]:
         for attempt in range(2):

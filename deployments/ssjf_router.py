@@ -39,7 +39,8 @@ class SSJFRouter:
         self._metrics_endpoint = find_metrics_endpoint()
         self._dispatcher = Dispatcher(Scheduler(self._config.scheduler))
         self._predictor = PredictorService(self._config.predictor)
-        self._replica_sync = ReplicaSync(engines, self._dispatcher, registry_key(engines.app_name, engines.deployment_name),
+        self._replica_sync = ReplicaSync(engines, self._dispatcher,
+                                         registry_key(engines.app_name, engines.deployment_name),
                                          self._config.router.replica_sync_interval_s, self._metrics)
         self._ready = self._replica_sync.ready  # /health reads it
         self._runner = RequestRunner(self._dispatcher, self._predictor, self._open_stream, self._metrics,

@@ -142,6 +142,10 @@ class Scheduler:
         return len(self._queue)
 
     @property
+    def waiting_predicted_tokens(self) -> float:
+        return self._queue.predicted_tokens
+
+    @property
     def num_running(self) -> int:
         return len(self._leases)
 
@@ -176,6 +180,7 @@ class Scheduler:
             "max_wait_s": self.config.max_wait_s,
             "max_queue_len": self.config.max_queue_len,
             "num_waiting": self.num_waiting,
+            "waiting_predicted_tokens": round(self.waiting_predicted_tokens, 2),
             "num_running": self.num_running,
             "num_free_slots": self.num_free_slots,
             "oldest_wait_s": 0.0 if oldest_s is None else max(0.0, now_s - oldest_s),

@@ -12,7 +12,7 @@ import heapq
 
 from router.aging import Aging
 from router.errors import DuplicateRequestError
-from router.policy import Policy
+from router.policy import Policy, speculative_cost_tokens
 from router.request import RequestRecord
 
 
@@ -25,12 +25,18 @@ class WaitQueue:
         self._by_arrival: list[tuple[float, int, str]] = []
         self._live: dict[str, tuple[int, RequestRecord]] = {}
         self._next_seq = 0
+        self._predicted_tokens = 0.0
 
     def __len__(self) -> int:
         return len(self._live)
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._live
+
+    @property
+    def predicted_tokens(self) -> float:
+        """The queue's predicted work: the sum of the waiters' ssjf costs (prediction capped by max_tokens)."""
+        return self._predicted_tokens if self._live else 0.0
 
     def push(self, rec: RequestRecord) -> None:
         if rec.request_id in self._live:
@@ -39,14 +45,18 @@ class WaitQueue:
         seq = self._next_seq
         self._next_seq += 1
         self._live[rec.request_id] = (seq, rec)
+        self._predicted_tokens = (self._predicted_tokens if len(self._live) > 1 else 0.0) + speculative_cost_tokens(rec)
         heapq.heappush(self._by_key, (rec.priority, key, rec.arrival_time_s, seq, rec.request_id))
         heapq.heappush(self._by_arrival, (rec.arrival_time_s, seq, rec.request_id))
 
     def remove(self, request_id: str) -> RequestRecord | None:
         """Drop a waiter (cancel); its heap entries become stale. Unknown id -> None."""
         entry = self._live.pop(request_id, None)
+        if entry is None:
+            return None
+        self._predicted_tokens -= speculative_cost_tokens(entry[1])
         self._maybe_compact()
-        return None if entry is None else entry[1]
+        return entry[1]
 
     def oldest_arrival_s(self) -> float | None:
         self._drop_stale(self._by_arrival, seq_index=1)
@@ -63,6 +73,7 @@ class WaitQueue:
             self._drop_stale(self._by_key, seq_index=3)
             request_id = self._by_key[0][4]
         rec = self._live.pop(request_id)[1]
+        self._predicted_tokens -= speculative_cost_tokens(rec)
         self._maybe_compact()
         return rec
 

@@ -102,3 +102,16 @@ def test_engine_events_parse_once_into_typed_events_and_back():
     assert done.finished_normally and done.to_dict()["usage"] == {"prompt_tokens": 3, "completion_tokens": 1}
     with pytest.raises(ValueError, match="unknown engine event type"):
         parse_event({"type": "surprise"})
+
+
+def test_waiting_predicted_tokens_follow_the_queue():
+    s = Scheduler(SchedulerConfig(policy="fcfs"))
+    s.on_arrival(RequestRecord("a", 0.0, 100.0), 0.0)
+    s.on_arrival(RequestRecord("b", 1.0, 500.0, max_tokens=50), 1.0)  # capped, as ssjf ranks it
+    s.on_arrival(RequestRecord("c", 2.0, 7.0), 2.0)
+    assert s.waiting_predicted_tokens == 157.0 and s.snapshot(3.0)["waiting_predicted_tokens"] == 157.0
+    s.cancel("c", 3.0)
+    s.add_replica("r", 1, 4.0)  # "a" starts
+    assert s.waiting_predicted_tokens == 50.0
+    s.cancel("b", 5.0)
+    assert s.waiting_predicted_tokens == 0.0
