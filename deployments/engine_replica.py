@@ -58,9 +58,6 @@ class EngineReplica:
                 raise EngineFullError(f"replica {self._replica_id} has no free slot for {request_id}")
             await asyncio.sleep(0.002)
 
-    def record_routing_stats(self) -> dict[str, Any]:
-        return {"capacity": self._engine.capacity, "num_free_slots": self._engine.num_free_slots}
-
     async def __del__(self):
         # Serve calls this even when __init__ failed (e.g. the model did not load): nothing to stop then.
         engine = self.__dict__.get("_engine")
