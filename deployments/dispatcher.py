@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Callable, Iterable
 
-from router import Lease, RequestRecord, Scheduler
+from router import DuplicateRequestError, Lease, RequestRecord, Scheduler
 
 
 class QueueTimeoutError(TimeoutError):
@@ -39,8 +39,10 @@ class Dispatcher:
         CancelledError; in each case the request holds no queue place and no slot afterwards.
         """
         request_id = record.request_id
+        if request_id in self._waiters:  # never touch a waiting original's future
+            raise DuplicateRequestError(f"request {request_id!r} is already waiting or running")
         if not requeue:
-            self.scheduler.check_admission(request_id)  # before touching a waiting original's state
+            self.scheduler.check_admission(request_id)
         future = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
         try:

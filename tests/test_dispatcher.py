@@ -118,3 +118,19 @@ def test_duplicate_id_is_refused_without_dropping_the_waiting_original():
         return (await asyncio.wait_for(original, 2)).request_id
 
     assert asyncio.run(scenario()) == "dup"
+
+
+def test_requeue_after_a_loss_never_drops_a_newcomer_with_the_same_id():
+    async def scenario():
+        d = dispatcher(replicas={"r0": 1, "r1": 1})
+        lost = await d.acquire(record("x", 1), timeout_s=1)
+        busy = await d.acquire(record("busy", 1), timeout_s=1)
+        d.replica_died(lost.replica_id)  # "x" lost its lease; its owner has not re-queued yet ...
+        newcomer = asyncio.create_task(d.acquire(record("x", 1), timeout_s=5))  # ... when "x" arrives again
+        await asyncio.sleep(0.01)
+        with pytest.raises(DuplicateRequestError):
+            await d.acquire(record("x", 1), timeout_s=1, requeue=True)
+        d.release(busy)
+        return await asyncio.wait_for(newcomer, 2)
+
+    assert asyncio.run(scenario()).request_id == "x"
