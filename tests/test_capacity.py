@@ -10,7 +10,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def sample(sent_s: float, admitted_s: float, first_token_s: float, finished_s: float, done_s: float,
-           predict_ms: float = 2.0, queue_wait_s: float = 0.001) -> Sample:
+           predict_ms: float = 2.0, queue_wait_s: float = 0.003) -> Sample:
     result = {"timings": {"admitted_at_s": admitted_s, "first_token_at_s": first_token_s, "finished_at_s": finished_s},
               "ssjf": {"predict_ms": predict_ms, "queue_wait_s": queue_wait_s}}
     return Sample(sent_s=sent_s, send_lag_s=0.0, done_s=done_s, result=result)

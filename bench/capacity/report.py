@@ -3,7 +3,7 @@
 Definitions (per request; the driver, router and engines share this machine's clock):
 - router_added = end-to-end time minus engine time (engine `finished_at_s - admitted_at_s`): all the
   latency that is not the engine generating — predicting, queueing, dispatching, the hops in and out.
-- arrival_to_dispatch = the router's own predict_ms + queue_wait_s.
+- arrival_to_dispatch = the router's queue_wait_s: from its arrival (before the prediction) to the grant.
 - dispatch_to_engine = engine admission - send time - arrival_to_dispatch (handle hop, parse, Ray hop).
 - dispatch_to_first_token = first token - send time - arrival_to_dispatch (includes the engine's first
   step: the simulated join + decode cost).
@@ -34,7 +34,7 @@ def request_times_ms(sample: Sample) -> dict[str, float]:
     result = sample.result
     timings, ssjf = result["timings"], result["ssjf"]
     engine_s = timings["finished_at_s"] - timings["admitted_at_s"]
-    to_dispatch_ms = ssjf["predict_ms"] + 1000 * ssjf["queue_wait_s"]
+    to_dispatch_ms = 1000 * ssjf["queue_wait_s"]
     first_token_s = timings["first_token_at_s"] or timings["finished_at_s"]
     return {"router_added": 1000 * ((sample.done_s - sample.sent_s) - engine_s),
             "arrival_to_dispatch": to_dispatch_ms,
