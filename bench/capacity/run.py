@@ -4,8 +4,8 @@ no model weights) driven at increasing offered rates of short requests.
     python -m bench.capacity [--quick] [--replicas 64] [--slots 8] [--rates 50,100,200] [--profile]
 
 Per rate: admitted req/s, router-added latency p50/p99 and its parts (bench/capacity/report.py), the
-predictor's mean batch, CPU cores used by the router, the engines, this driver and the whole machine, and
-the router's RSS. The knee is the highest rate whose p99 router-added latency stays under 50 ms while the
+predictor's mean batch, CPU cores used by the router (and per admitted request), the engines, this driver
+and the whole machine, and the router's RSS; also what router and engines use when idle. The knee is the highest rate whose p99 router-added latency stays under 50 ms while the
 admitted rate keeps up; the rate at half the knee is then measured again for `router_added_p50_ms`.
 Writes docs/bench/capacity_summary.json and capacity.png (with --out), and prints the table; the last
 stdout line is the JSON summary. Run it alone (`flock /tmp/ssjf_ray.lock ...`): it is a timed measurement.
@@ -94,9 +94,20 @@ async def measure(handle, usage: Usage, rate_per_s: float, args: argparse.Namesp
     return row
 
 
+async def idle_usage(usage: Usage, duration_s: float) -> dict[str, float]:
+    """What the router and engines burn with no requests (Ray's and Serve's background work, replica sync)."""
+    usage.start()
+    await asyncio.sleep(duration_s)
+    idle = usage.stop()
+    log(f"idle: {idle}")
+    return idle
+
+
 async def sweep(handle, args: argparse.Namespace) -> dict[str, Any]:
     usage = Usage()
     await measure(handle, usage, min(args.rates), args, seed=-1)  # warm-up: predictor, handles, allocator
+    await wait_idle(handle)
+    idle = await idle_usage(usage, args.duration_s)
     rows, misses = [], 0
     for index, rate in enumerate(args.rates):
         rows.append(await measure(handle, usage, rate, args, seed=index))
@@ -110,7 +121,7 @@ async def sweep(handle, args: argparse.Namespace) -> dict[str, Any]:
         from bench.capacity.profile import profile_router
 
         profile = await profile_router(handle, usage, knee or rows[0]["offered_per_s"], args, measure)
-    return {"rows": rows, "knee": knee, "half": half, "profile": profile}
+    return {"rows": rows, "knee": knee, "half": half, "profile": profile, "idle": idle}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = load_app_config(str(SIM_CONFIG), app_overrides(args))
     started_s = time.monotonic()
-    with serve_session(num_cpus=2) as _url, deployed_app(config, timeout_s=args.startup_timeout_s):
+    with serve_session(num_cpus=2), deployed_app(config, timeout_s=args.startup_timeout_s):
         startup_s = time.monotonic() - started_s
         from ray import serve
 
@@ -141,7 +152,8 @@ def summary(args: argparse.Namespace, result: dict) -> dict[str, Any]:
             "max_tokens": args.max_tokens, "duration_s_per_rate": args.duration_s,
             "predictor": args.predictor or "default", "costs": args.costs or "sim defaults",
             "startup_s": result["startup_s"], **result["memory"],
-            "rows": result["rows"], "half": half, "profile": result["profile"], "config": result["config"],
+            "idle": result["idle"], "rows": result["rows"], "half": half, "profile": result["profile"],
+            "config": result["config"],
             "note": "timed on a shared 2-core machine: other processes' CPU shows in machine_busy_cores"}
 
 
@@ -180,5 +192,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         report.plot(result["rows"], out / "capacity.png",
                     f"{args.replicas} sim replicas x {args.slots} slots, {args.max_tokens}-token requests, "
                     f"knee {result['max_admissions_per_s']:g}/s")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "half", "profile", "config")}), flush=True)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "half", "profile", "config", "idle")}),
+          flush=True)
     return 0
