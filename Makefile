@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed
 RAY_METRICS_EXPORT_PORT ?= 8080
 ARGS ?=
 
-.PHONY: install test test-fast serve bench demo clean
+# make bench-guidellm: GuideLLM lives in its own venv (guidellm 0.8.1 pins click~=8.4; Ray's venv has click 8.5.1)
+GUIDELLM_VENV := .venv-guidellm
+GUIDELLM_STAMP := $(GUIDELLM_VENV)/.installed
+
+.PHONY: install test test-fast serve bench bench-guidellm demo clean
 
 install: $(STAMP)
 
@@ -31,8 +35,18 @@ serve: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.replay --quick
 
+$(GUIDELLM_STAMP): constraints-guidellm.txt
+	test -x $(GUIDELLM_VENV)/bin/python || $(PY) -m venv $(GUIDELLM_VENV)
+	$(GUIDELLM_VENV)/bin/pip install --quiet -c constraints-guidellm.txt torch==2.13.0
+	$(GUIDELLM_VENV)/bin/pip install --quiet -c constraints-guidellm.txt guidellm==0.8.1
+	touch $(GUIDELLM_STAMP)
+
+# 20 GuideLLM chat requests (4 streams) against serve run deployments:build_app model=demo; fails on any error
+bench-guidellm: install $(GUIDELLM_STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.guidellm_run $(ARGS)
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(GUIDELLM_VENV) build *.egg-info
