@@ -61,7 +61,3 @@ class Lease:
     @property
     def request_id(self) -> str:
         return self.record.request_id
-
-    @property
-    def is_held(self) -> bool:
-        return self.state is not LeaseState.ENDED
