@@ -110,6 +110,29 @@ class Head(nn.Module):
         self.calib_log_tokens.resize_(len(ys)).copy_(torch.tensor(ys, dtype=torch.float32))
 
 
+def fold_ensemble(heads: list[Head]) -> Head:
+    """One head whose raw outputs are the mean of `heads`' raw outputs (logit averaging): their
+    hidden layers side by side, output weights divided by K. Members must share kind, input
+    standardization and buckets (trained on the same rows), with one hidden layer and no model names."""
+    first = heads[0]
+    for h in heads:
+        if h.model_names or not isinstance(h.mlp, nn.Sequential) or h.kind != first.kind:
+            raise ValueError("fold_ensemble needs MLP heads of one kind without model names")
+        for name in ("feature_mean", "feature_std", "bucket_log_medians"):
+            if not torch.equal(getattr(h, name), getattr(first, name)):
+                raise ValueError(f"ensemble members differ in {name}: train them on the same rows")
+    in_dim, hidden = first.mlp[0].in_features, first.mlp[0].out_features
+    out = Head(first.kind, in_dim, hidden * len(heads), first.mlp[-1].out_features)
+    with torch.no_grad():
+        out.mlp[0].weight.copy_(torch.cat([h.mlp[0].weight for h in heads], 0))
+        out.mlp[0].bias.copy_(torch.cat([h.mlp[0].bias for h in heads], 0))
+        out.mlp[3].weight.copy_(torch.cat([h.mlp[3].weight for h in heads], 1) / len(heads))
+        out.mlp[3].bias.copy_(torch.stack([h.mlp[3].bias for h in heads]).mean(0))
+        for name in ("feature_mean", "feature_std", "bucket_log_medians"):
+            getattr(out, name).resize_(getattr(first, name).shape).copy_(getattr(first, name))
+    return out.eval()
+
+
 def model_index(known: list[str], names: list[str | None] | None, n: int) -> torch.Tensor:
     """Embedding index per row: 1 + position in `known`, or 0 for None/unknown names."""
     lookup = {m: i + 1 for i, m in enumerate(known)}

@@ -24,8 +24,8 @@ from .cache import encode_cached
 from .cli import HelpFormatter, default_cache_dir, run_cli
 from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, row_split
 from .encoder import Encoder
-from .fit import calibrate, finetune, fit_head
-from .heads import HEAD_KINDS, RANKING_KINDS, Head, head_input, model_index
+from .fit import calibrate, finetune, fit_head, val_tau
+from .heads import HEAD_KINDS, RANKING_KINDS, Head, fold_ensemble, head_input, model_index
 from .metrics import accuracy
 from .predictor import FORMAT_VERSION, SHIPPED_CHECKPOINTS, Predictor, backbone_name, backbone_path
 
@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--num-buckets", type=int, default=10, help="classification: quantile buckets")
     ap.add_argument("--model-dim", type=int, default=8, help="model-name embedding size")
     ap.add_argument("--epochs", type=int, default=30, help="the epoch with the best val tau is kept")
+    ap.add_argument("--ensemble", type=int, default=1,
+                    help="train K heads (seeds seed..seed+K-1) and fold them into one (mean logits)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -73,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="frozen feature cache ('' = none; $SSJF_CACHE_DIR/proxy_features when set) (default: %(default)s)")
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
+    if args.finetune and args.ensemble > 1:
+        ap.error("--ensemble trains heads on frozen features; it cannot be combined with --finetune")
     if args.init_encoder and args.finetune:
         ap.error("--init-encoder trains a head on that encoder's features; it cannot be combined with --finetune")
     args.num_layers = args.num_layers or None  # 0: every layer
@@ -115,6 +119,23 @@ def split_rows(rows, seed: int) -> dict:
     return parts
 
 
+def fit_heads(args, data: dict, model_names: list[str]) -> tuple[Head, dict]:
+    """One head, or `--ensemble K` heads (seeds seed..seed+K-1) folded into one; the report of each."""
+    heads, reports = [], []
+    for i in range(args.ensemble):
+        torch.manual_seed(args.seed + i)
+        heads.append(Head(args.head, data["train"][0].shape[1], args.hidden, args.num_buckets, model_names,
+                          args.model_dim, args.dropout))
+        reports.append(fit_head(heads[-1], data["train"], data["val"], args.epochs, args.lr, args.batch_size,
+                                args.weight_decay, args.seed + i))
+    if args.ensemble == 1:
+        return heads[0], reports[0]
+    head = fold_ensemble(heads)
+    calibrate(head, data["train"][0], data["train"][1], data["train"][2])
+    members = [{k: r[k] for k in ("best_epoch", "best_val_kendall_tau")} for r in reports]
+    return head, {"ensemble_members": members, "best_val_kendall_tau": val_tau(head, *data["val"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -133,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         x = head_input(pooled, log_len, feat, [r.prompt for r in part])
         data[split] = (x, model_index(model_names, [r.model for r in part], len(part)),
                        np.array([r.output_tokens for r in part], dtype=float))
-    head = Head(args.head, data["train"][0].shape[1], args.hidden, args.num_buckets, model_names,
-                args.model_dim, args.dropout)
-    report = fit_head(head, data["train"], data["val"], args.epochs, args.lr, args.batch_size,
-                      args.weight_decay, args.seed)
+    head, report = fit_heads(args, data, model_names)
     if args.finetune:
         val_ft = None
         if args.finetune_eval_minutes > 0:
@@ -158,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                     "init_encoder": args.init_encoder,
                     "lora": {"rank": args.lora_rank, "scale": args.lora_scale} if tuned and args.lora_rank else None},
         "features": feat,
-        "head": {"kind": args.head, "in_dim": int(data["train"][0].shape[1]), "hidden": args.hidden,
+        "head": {"kind": args.head, "in_dim": int(data["train"][0].shape[1]), "hidden": args.hidden * args.ensemble,
                  "num_buckets": args.num_buckets, "model_names": model_names, "model_dim": args.model_dim},
         "split": {"seed": args.split_seed, "fractions": SPLIT_FRACTIONS,
                   "rule": "proxy_model.split_of(prompt, seed): sha256(f'{seed}\\0{prompt}')"},

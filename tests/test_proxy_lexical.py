@@ -1,4 +1,5 @@
-"""Lexical features, the ListMLE head and heads trained on a shipped checkpoint's tuned encoder.
+"""Lexical features, the ListMLE head, folded head ensembles and heads trained on a shipped
+checkpoint's tuned encoder.
 
 The training tests are marked slow (each trains a small head on the committed fixture).
 """
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from proxy_model import load_predictor
 from proxy_model.chat import predictor_text
 from proxy_model.data import read_jsonl
-from proxy_model.heads import list_mle
+from proxy_model.heads import Head, fold_ensemble, list_mle
 from proxy_model.lexical import LEXICAL_NAMES, lexical_features, split_suffix
 from proxy_model.train import main as train_main
 
@@ -56,10 +57,28 @@ def test_list_mle_prefers_scores_in_length_order():
     assert score.grad[2] < 0 < score.grad[0]  # raise the longest, lower the shortest
 
 
+@pytest.mark.timeout(10)
+def test_folded_ensemble_outputs_the_mean_of_its_members_logits():
+    torch.manual_seed(0)
+    members = [Head("classification", 12, 16, 5) for _ in range(3)]
+    for h in members:
+        h.feature_mean.fill_(0.5)
+        h.bucket_log_medians.resize_(5).copy_(torch.arange(5.0))
+        h.eval()
+    folded = fold_ensemble(members)
+    x = torch.randn(7, 12)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), torch.stack([h(x) for h in members]).mean(0), atol=1e-5)
+    assert folded.mlp[0].out_features == 48 and torch.equal(folded.bucket_log_medians, members[0].bucket_log_medians)
+    members[1].feature_mean.fill_(0.0)
+    with pytest.raises(ValueError, match="feature_mean"):
+        fold_ensemble(members)
+
+
 @pytest.fixture(scope="module")
 def lexical_listmle(tmp_path_factory):
     out = tmp_path_factory.mktemp("lex") / "ckpt"
-    assert train_main(["--data", str(FIXTURE), "--head", "listmle", "--lexical", "--out", str(out), "--epochs", "10",
+    assert train_main(["--data", str(FIXTURE), "--head", "listmle", "--lexical", "--ensemble", "2", "--out", str(out), "--epochs", "10",
                        "--max-prompt-tokens", "32", "--num-layers", "2", "--feature-layers", "1,2",
                        "--cache-dir", str(tmp_path_factory.mktemp("cache"))]) == 0
     return out
@@ -71,6 +90,7 @@ def test_lexical_listmle_checkpoint_predicts_as_trained(lexical_listmle, tmp_pat
     p = load_predictor(lexical_listmle)
     assert p.config["features"]["lexical"] and p.head.kind == "listmle"
     assert p.config["head"]["in_dim"] == 2 * 2 * 384 + 1 + len(LEXICAL_NAMES)  # 2 layers x (mean, cls)
+    assert p.config["head"]["hidden"] == 2 * 256 and len(p.config["train"]["ensemble_members"]) == 2
     prompts = [r.prompt for r in read_jsonl(FIXTURE)[:20]] + [CHAT]
     before = p.predict(prompts)
     assert all(t > 0 for t in before) and len(set(before)) > 10
