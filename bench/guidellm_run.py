@@ -3,11 +3,12 @@
     python -m bench.guidellm_run [--requests 20] [--streams 4] [--out runs/guidellm] [APP_ARG ...]
 
 Starts `serve run deployments:build_app model=demo predictor.checkpoint=default` (plus APP_ARGs) with an
-API key in SSJF_API_KEYS, waits for /health, runs the `guidellm` CLI from its own venv (.venv-guidellm:
-guidellm 0.8.1 pins click~=8.4, Ray's venv click 8.5.1) with that key: chat completions, streamed,
-content as text parts, stream_options.continuous_usage_stats, ignore_eos. Reads GuideLLM's JSON report,
-prints one JSON line with the successful / errored / incomplete request counts, and exits 1 unless all
-requests succeeded with none errored. Invariant: the app it started is stopped on every path.
+API key in SSJF_API_KEYS, waits for /health, checks that a request without the key gets 401, then runs
+the `guidellm` CLI from its own venv (.venv-guidellm: guidellm 0.8.1 pins click~=8.4, Ray's venv click
+8.5.1) with that key: chat completions, streamed, content as text parts,
+stream_options.continuous_usage_stats, ignore_eos. Reads GuideLLM's JSON report, prints one JSON line with
+the successful / errored / incomplete request counts, and exits 1 unless all requests succeeded with none
+errored. Invariant: the app it started is stopped on every path.
 """
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
             pass
         time.sleep(1)
     raise TimeoutError(f"{url}/health not ok within {timeout_s:g} s")
+
+
+def check_key_enforced(url: str) -> None:
+    """SSJF_API_KEYS reached the router through `serve run`: a request without the key is refused."""
+    status = requests.get(url + "/v1/models", timeout=30).status_code
+    if status != 401:
+        raise RuntimeError(f"GET /v1/models without a key answered {status}, not 401: SSJF_API_KEYS not applied")
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -108,6 +116,7 @@ def main(argv=None) -> int:
                                   start_new_session=True)
         try:
             wait_healthy(url, server, args.startup_timeout_s)
+            check_key_enforced(url)
             started_s = time.monotonic()
             client = subprocess.run(guidellm_command(args, url, api_key), cwd=REPO_ROOT, env=env)
             wall_s = time.monotonic() - started_s
