@@ -136,3 +136,18 @@ def test_bad_requests_get_field_errors(make_engine):
     with pytest.raises(ValueError, match="^prompt_token_ids"):
         run(engine, prompt_token_ids=[10**6], max_tokens=2)
     assert run(engine, prompt="hello", max_tokens=2)["finish_reason"] in ("length", "stop")
+
+
+@pytest.mark.parametrize("batching", ["none", "dynamic", "continuous"])
+def test_every_batching_mode_runs_over_the_sim(make_engine, batching):
+    engine = make_engine(FAST + ",mean_output_tokens=0", batching=batching, max_batch_size=4, batch_wait_ms=5)
+
+    requests = [GenerationRequest(f"{batching}{i}", prompt=f"prompt {i}", max_tokens=3 + i, ignore_eos=True)
+                for i in range(engine.capacity)]
+
+    async def all_at_once() -> list[dict]:
+        return [done for _, done in await asyncio.gather(*(collect(engine, request) for request in requests))]
+
+    done = asyncio.run(all_at_once())
+    assert [d["usage"]["completion_tokens"] for d in done] == [3 + i for i in range(engine.capacity)]
+    assert engine.num_free_slots == engine.capacity
