@@ -27,8 +27,9 @@ __all__ = ["BENCHMARK_FIELDS", "PLAIN_CHAT_SUFFIX", "PLAIN_CHAT_TEMPLATE", "Pars
 DEFAULT_MAX_TOKENS = 16
 MAX_SEED = 2**63  # torch generators take 64-bit seeds
 MAX_USER_CHARS = 256
-# No tokenizer we serve averages more characters per token on real text; past this the prompt cannot
-# fit the context, so it is refused without spending tokenizer time (~0.8 s CPU per MB) on it.
+# Real text runs 3-6 characters per token. A prompt over this many characters per context token is refused
+# as too long without spending tokenizer time (~0.8 s CPU per MB) on it, even if exotic text (characters
+# the tokenizer's normalizer drops) would have fit.
 MAX_PROMPT_CHARS_PER_TOKEN = 32
 STREAM_OPTIONS = ("include_usage", "continuous_usage_stats")
 

@@ -21,23 +21,16 @@ LONG_TOKENS = 1800  # a demo-model generation of this length runs for seconds on
 
 @pytest.fixture(scope="module")
 def url(serve_instance):
-    from ray import serve
-
-    from deployments.app import app_from_config
-    from deployments.config import load_config
+    from bench.common import deployed_app
+    from deployments.config import DEMO_OVERRIDES, load_config
 
     config = load_config(None, {
-        "engine.model": "demo", "engine.max_batch_size": 2, "engine.max_context_tokens": 2048,
+        **DEMO_OVERRIDES, "engine.max_batch_size": 2, "engine.max_context_tokens": 2048,
         "engine_replicas.num_replicas": 1, "router.api_keys": [USER], "router.admin_api_keys": [ADMIN],
         "router.include_ssjf_block": False, "router.body_read_timeout_s": 2.0,
         "router.max_ongoing_requests": 4, "router.max_queued_requests": 3})
-    handle = serve.run(app_from_config(config), name="default", route_prefix="/")
-    deadline = time.monotonic() + 120
-    while not handle.status.remote().result(timeout_s=30)["replicas"]:
-        assert time.monotonic() < deadline, "engine replica never registered"
-        time.sleep(0.2)
-    yield serve_instance
-    serve.delete("default")
+    with deployed_app(config):
+        yield serve_instance
 
 
 def post(url, path, body, headers=AUTH, **kwargs):

@@ -1,8 +1,6 @@
 """The official `openai` Python SDK against a live Serve app with an API key: chat, completion,
 streaming with usage, and errors raised as the SDK's own exception classes."""
 
-import time
-
 import openai
 import pytest
 
@@ -12,21 +10,14 @@ KEY = "sk-sdk-test"
 
 @pytest.fixture(scope="module")
 def base_url(serve_instance):
-    from ray import serve
+    from bench.common import deployed_app
+    from deployments.config import DEMO_OVERRIDES, load_config
 
-    from deployments.app import app_from_config
-    from deployments.config import load_config
-
-    config = load_config(None, {"engine.model": "demo", "engine.max_batch_size": 2,
+    config = load_config(None, {**DEMO_OVERRIDES, "engine.max_batch_size": 2,
                                 "engine.max_context_tokens": 256, "engine_replicas.num_replicas": 1,
                                 "router.api_keys": [KEY]})
-    handle = serve.run(app_from_config(config), name="default", route_prefix="/")
-    deadline = time.monotonic() + 120
-    while not handle.status.remote().result(timeout_s=30)["replicas"]:
-        assert time.monotonic() < deadline, "engine replica never registered"
-        time.sleep(0.2)
-    yield serve_instance + "/v1"
-    serve.delete("default")
+    with deployed_app(config):
+        yield serve_instance + "/v1"
 
 
 @pytest.fixture(scope="module")
