@@ -1,8 +1,8 @@
 """The router's one queue across a multi-node Ray cluster on this machine: a head node (router, Serve
 controller, HTTP proxy) and three worker nodes, each with two `engine_node` resources standing in for
 GPUs, so two engine replicas land on each node. The engines are simulated (`engine.model: sim`: the real
-engine, no weights, ~10 ms per token) so six fit this machine. Requests start in SSJF order across the
-nodes, and removing a node mid-run loses no queued request.
+engine, no weights, 40 ms per token, so blockers hold their slots for 12 s) and six fit this machine.
+Requests start in SSJF order across the nodes, and removing a node mid-run loses no queued request.
 
 This module starts its own cluster (ray.cluster_utils.Cluster), not the conftest single-node one.
 """
@@ -24,7 +24,7 @@ BLOCKER_TOKENS = 300
 NUM_WORKER_NODES, REPLICAS_PER_NODE = 3, 2
 NUM_REPLICAS = NUM_WORKER_NODES * REPLICAS_PER_NODE
 OVERRIDES = {
-    "engine.model": "sim:decode_step_ms=10,join_ms=2,mean_output_tokens=0",
+    "engine.model": "sim:decode_step_ms=40,join_ms=2,mean_output_tokens=0",  # blockers run 12 s
     "engine.tokenizer": "demo",
     "engine.batching": "none",  # one slot per replica: starts are totally ordered by the router
     "engine.max_context_tokens": 2048,
