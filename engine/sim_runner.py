@@ -66,17 +66,17 @@ def is_sim_model(model: str) -> bool:
 def parse_sim_costs(model: str) -> SimCosts:
     """`sim` -> defaults; `sim:decode_step_ms=10,mean_output_tokens=32` -> those fields overridden."""
     _, _, spec = model.partition(":")
-    known = {f.name: f.type for f in fields(SimCosts)}
+    known = {f.name for f in fields(SimCosts)}
     values: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        key, sep, raw = item.partition("=")
-        if not sep or key.strip() not in known:
+        key, sep, raw = (part.strip() for part in item.partition("="))
+        if not sep or key not in known:
             raise ValueError(f"model: sim costs are key=value pairs with keys {sorted(known)} (got {item!r})")
         try:
             number = float(raw)
         except ValueError:
-            raise ValueError(f"model: sim cost {key.strip()} must be a number (got {raw!r})") from None
-        values[key.strip()] = int(number) if key.strip() == "max_positions" else number
+            raise ValueError(f"model: sim cost {key} must be a number (got {raw!r})") from None
+        values[key] = int(number) if key == "max_positions" and math.isfinite(number) else number
     return SimCosts(**values)
 
 
