@@ -211,7 +211,9 @@ def default_name(args, encoder: Encoder) -> str:
     mode = "frozen" if not args.finetune else f"lora{args.lora_rank}" if args.lora_rank else f"ft{args.finetune_layers}"
     if args.init_encoder:
         mode = f"ft{args.finetune_layers}(from {Path(args.init_encoder).name})"
-    return f"{base}-{mode}+{args.head}"
+    lexical = "+lexical" if args.lexical else ""
+    ensemble = f"x{args.ensemble}" if args.ensemble > 1 else ""
+    return f"{base}-{mode}{lexical}+{args.head}{ensemble}"
 
 
 if __name__ == "__main__":

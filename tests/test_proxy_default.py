@@ -1,5 +1,5 @@
-"""The shipped predictors ("default", and "fast": 2 layers) load offline and predict positive token
-counts."""
+"""The shipped predictors ("default"; "fast": 2 layers; the former defaults "frozen-v1" and "chat-v1")
+load offline and predict positive token counts."""
 import json
 import threading
 
@@ -9,7 +9,7 @@ from proxy_model import load_predictor
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("checkpoint", [None, "fast", "frozen-v1"])
+@pytest.mark.parametrize("checkpoint", [None, "fast", "frozen-v1", "chat-v1"])
 def test_shipped_predictor_predicts_positive_tokens(checkpoint):
     p = load_predictor(checkpoint)
     prompts = ["Hi", "Write a 2000-word essay on the history of Rome, with sections and references.",

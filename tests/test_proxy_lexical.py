@@ -101,16 +101,16 @@ def test_lexical_listmle_checkpoint_predicts_as_trained(lexical_listmle, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_head_on_the_default_checkpoints_tuned_encoder(tmp_path):
+def test_head_on_a_shipped_checkpoints_tuned_encoder(tmp_path):
     out, cache = tmp_path / "ckpt", tmp_path / "cache"
-    assert train_main(["--data", str(FIXTURE), "--head", "ranking", "--init-encoder", "default", "--out", str(out),
+    assert train_main(["--data", str(FIXTURE), "--head", "ranking", "--init-encoder", "chat-v1", "--out", str(out),
                        "--epochs", "3", "--feature-layers", "2,3,4", "--poolings", "mean", "--max-rows", "200",
                        "--cache-dir", str(cache)]) == 0
-    default = load_predictor("default")
+    source = load_predictor("chat-v1")
     tuned = load_predictor(out)
-    assert tuned.config["encoder"]["finetuned_layers"] == default.config["encoder"]["finetuned_layers"] == 2
-    shipped = load_file(str(default.path / "backbone_delta.safetensors"))
+    assert tuned.config["encoder"]["finetuned_layers"] == source.config["encoder"]["finetuned_layers"] == 2
+    shipped = load_file(str(source.path / "backbone_delta.safetensors"))
     assert load_file(str(out / "backbone_delta.safetensors")).keys() == shipped.keys()
     prompts = [r.prompt for r in read_jsonl(FIXTURE)[:8]]
-    assert torch.equal(tuned.features(prompts), default.features(prompts))
+    assert torch.equal(tuned.features(prompts), source.features(prompts))
     assert len(list(cache.iterdir())) == 1  # its own cache file, keyed by the tuned weights
