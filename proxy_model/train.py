@@ -22,7 +22,7 @@ import torch
 
 from .cache import encode_cached
 from .cli import HelpFormatter, default_cache_dir, run_cli
-from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, default_tokenizer_path, demo_tokenizer, load_labelled, row_split
+from .data import DEFAULT_SPLIT_SEED, SPLIT_FRACTIONS, demo_tokenizer, load_labelled, row_split
 from .encoder import Encoder
 from .fit import calibrate, finetune, fit_head, val_tau
 from .heads import HEAD_KINDS, RANKING_KINDS, Head, fold_ensemble, head_input, model_index
