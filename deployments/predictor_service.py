@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from deployments.config import PredictorConfig
+from deployments.predictor_metrics import PredictorMetrics
 from proxy_model import load_predictor
+from proxy_model.online import OnlineLearner
 
 
 class PredictorService:
@@ -29,6 +31,8 @@ class PredictorService:
         self._num_prompts = 0
         self._busy_s = 0.0
         self._num_finished = 0
+        self._online = OnlineLearner(self._predictor, config.online) if config.online.enabled else None
+        self._online_metrics = PredictorMetrics() if self._online is not None else None
 
     @property
     def name(self) -> str:
@@ -43,17 +47,28 @@ class PredictorService:
             self._flush()
         elif self._flush_timer is None:
             self._flush_timer = loop.call_later(self._config.batch_wait_ms / 1000.0, self._flush)
-        return self._config.length_scale * await future
+        predicted, features = await future
+        if self._online is not None:
+            self._online.remember(request_id, features, predicted)
+        return self._config.length_scale * predicted
 
     def on_finished(self, request_id: str, output_tokens: int, finish_reason: str) -> None:
         """A request predicted here finished with `output_tokens` (its true length); online learning
         of the predictor plugs in here."""
         self._num_finished += 1
+        if self._online is not None and self._online.observe(request_id, output_tokens, finish_reason):
+            self._online_metrics.observe(self._online.stats())
+
+    def on_ended(self, request_id: str) -> None:
+        """Any ending (after on_finished, or cancelled / failed): drop what was kept for the request."""
+        if self._online is not None:
+            self._online.forget(request_id)
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "batches": self._num_batches, "prompts": self._num_prompts,
                 "seconds": round(self._busy_s, 6), "finished_observed": self._num_finished,
-                "mean_ms_per_prompt": 1000 * self._busy_s / max(self._num_prompts, 1)}
+                "mean_ms_per_prompt": 1000 * self._busy_s / max(self._num_prompts, 1),
+                "online": self._online.stats() if self._online is not None else {"enabled": False}}
 
     def _flush(self) -> None:
         if self._flush_timer is not None:
@@ -67,7 +82,8 @@ class PredictorService:
         started_s = time.perf_counter()
         prompts = [prompt for prompt, _ in batch]
         try:
-            predictions = await asyncio.get_running_loop().run_in_executor(self._pool, self._predictor.predict, prompts)
+            predictions, features = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._predictor.predict_with_features, prompts)
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
@@ -76,6 +92,6 @@ class PredictorService:
         self._num_batches += 1
         self._num_prompts += len(prompts)
         self._busy_s += time.perf_counter() - started_s
-        for (_, future), predicted in zip(batch, predictions, strict=True):
+        for (_, future), predicted, row in zip(batch, predictions, features, strict=True):
             if not future.done():
-                future.set_result(float(predicted))
+                future.set_result((float(predicted), row))

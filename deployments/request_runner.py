@@ -91,6 +91,7 @@ class RequestRunner:
             self._metrics.observe_request_error(exc)
             raise
         finally:
+            self._predictor.on_ended(parsed.request_id)
             if ending == "cancelled":
                 self._metrics.observe_cancelled()
 
