@@ -46,7 +46,7 @@ class OnlineLearningConfig:
     enabled: bool = False
     min_labels: int = 200  # no refit before this many labels are held
     refit_every: int = 100  # new labels between refits
-    buffer_size: int = 4096  # newest labels kept (features + length, ~4.6 KB each with the shipped head)
+    buffer_size: int = 4096  # newest labels kept (features + length, ~4.7 KB each with the shipped head)
     holdout_fraction: float = 0.2  # newest share of the buffer a candidate head is judged on
     save_dir: Optional[str] = None  # labels (features + lengths, no prompt text) and the head survive restarts
 
