@@ -20,8 +20,9 @@ VAL_EVERY = 10  # every 10th training row picks the fresh head's epoch
 def reference_taus(predictor: Predictor, features: np.ndarray, tokens: np.ndarray, censored: np.ndarray,
                    train_idx: np.ndarray, eval_idx: np.ndarray, seed: int = 0) -> dict:
     """Kendall tau on `eval_idx` rows of: the predictor's current head; the online refit recipe run
-    once offline on all `train_idx` rows (warm start); a fresh head of the checkpoint's kind trained
-    as `proxy_model.train` does (`fit_head`, 30 epochs, epoch picked on every 10th train row)."""
+    once offline on all `train_idx` rows (warm start); a fresh single head of the checkpoint's kind and
+    width trained with `fit_head` (30 epochs, `proxy_model.train`'s defaults, epoch picked on every 10th
+    train row)."""
     y = np.asarray(tokens, dtype=np.float64)
     x_eval, y_eval = features[eval_idx], y[eval_idx]
     warm = fit_candidate(predictor.head, features[train_idx], y[train_idx], censored[train_idx], seed)
