@@ -24,7 +24,14 @@ def wait_for(url: str, check, timeout_s: float = 60.0) -> dict:
     return stats
 
 
-def test_labels_refit_and_cancel_through_the_app(serve_instance, deploy_app, tmp_path):
+def prometheus_value(metrics_url: str, name: str) -> float | None:
+    for line in requests.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_labels_refit_and_cancel_through_the_app(serve_instance, deploy_app, metrics_url, tmp_path):
     url = serve_instance
     deploy_app({"engine.max_batch_size": 2, "engine_replicas.num_replicas": 1, "router.allow_benchmark_fields": True,
                 "predictor.online": {"enabled": True, "min_labels": 12, "refit_every": 4, "holdout_fraction": 0.25,
@@ -38,6 +45,11 @@ def test_labels_refit_and_cancel_through_the_app(serve_instance, deploy_app, tmp
     assert {"tau_before", "tau_after", "swapped"} <= set(stats["last_refit"])
     assert stats["rolling_window"] == len(PROMPTS) and stats["rolling_tau"] is not None
     assert (tmp_path / "labels.npz").exists()
+    deadline = time.monotonic() + 60  # Ray exports metrics every few seconds
+    while prometheus_value(metrics_url, "ray_ssjf_predictor_labels_collected") != len(PROMPTS):
+        assert time.monotonic() < deadline, "ray_ssjf_predictor_labels_collected never reached the label count"
+        time.sleep(2)
+    assert 0 <= prometheus_value(metrics_url, "ray_ssjf_predictor_version") <= stats["version"]  # set per label
 
     body = {"prompt": "a long one", "max_tokens": 400, "ignore_eos": True, "stream": True}
     with requests.post(url + "/v1/completions", json=body, stream=True, timeout=60) as r:
