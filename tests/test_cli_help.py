@@ -59,18 +59,24 @@ def test_every_option_shows_its_default(module, monkeypatch, capsys):
     assert not missing, f"{module}: options without a default in --help: {missing}"
 
 
-def test_train_defaults_are_the_shipped_recipe():
+def test_shipped_recipe_reproduces_the_default_checkpoint():
+    """The command recorded in the shipped default checkpoint parses and builds that checkpoint's shape."""
+    import shlex
+
     from proxy_model.train import parse_args
 
     shipped = json.loads((ROOT / "proxy_model" / "checkpoints" / "default" / "config.json").read_text())
-    args = parse_args(["--data", "x.jsonl", "--out", "y"])
+    command = shlex.split(shipped["train"]["command"])
+    assert command[:3] == ["python", "-m", "proxy_model.train"]
+    args = parse_args(command[3:])
     assert args.head == shipped["head"]["kind"]
-    assert args.hidden == shipped["head"]["hidden"] and args.num_buckets == shipped["head"]["num_buckets"]
+    assert args.hidden * args.ensemble == shipped["head"]["hidden"]  # ensemble heads sit side by side
+    assert args.num_buckets == shipped["head"]["num_buckets"]
     assert args.num_layers == shipped["encoder"]["num_layers"]
     assert [int(x) for x in args.feature_layers.split(",")] == shipped["features"]["layers"]
+    assert args.lexical == shipped["features"]["lexical"]
     assert args.max_prompt_tokens == shipped["encoder"]["max_prompt_tokens"]
-    recipe = shipped["train"]["command"]
-    assert f"--epochs {args.epochs}" in recipe and f"--head {args.head}" in recipe
+    assert args.init_encoder == shipped["encoder"].get("init_encoder")
     assert parse_args(["--data", "x", "--out", "y", "--num-layers", "0"]).num_layers is None  # 0 = all layers
 
 
