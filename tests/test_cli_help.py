@@ -1,5 +1,5 @@
 """CLIs users can read (issue 15, item 6): every option in every `--help` states its default, the
-train defaults are the shipped recipe, and feature caches go to the documented cache directory."""
+shipped predictor's recorded train command reproduces it, and feature caches go to the documented cache directory."""
 
 import importlib
 import json
@@ -18,8 +18,10 @@ CLIS = {
     "bench.overhead": "main",
     "bench.load": "main", "bench.replay": "build_parser", "bench.sim": "parse_args", "bench.sim.live": "parse_args",
     "bench.demo": "parse_args", "deployments.serve_config": "parse_args", "deployments.serve_local": "parse_args",
+    "bench.capacity": "parse_args", "bench.adapt": "parse_args", "bench.guidellm_run": "parse_args",
 }
-ENTRY_MODULES = {"bench.load": "bench.load.run", "bench.replay": "bench.replay.cli", "bench.sim": "bench.sim.run"}
+ENTRY_MODULES = {"bench.load": "bench.load.run", "bench.replay": "bench.replay.cli", "bench.sim": "bench.sim.run",
+                 "bench.capacity": "bench.capacity.run", "bench.adapt": "bench.adapt.cli"}
 REQUIRED = {"--data", "--out", "--checkpoint", "--run"}
 
 
