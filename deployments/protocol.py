@@ -88,8 +88,11 @@ class ParsedRequest:
 
 
 def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
-                  max_context_tokens: int, allow_benchmark_fields: bool = False) -> ParsedRequest:
-    """Validate an OpenAI completion (`kind="completion"`) or chat (`kind="chat"`) body."""
+                  max_context_tokens: int, allow_benchmark_fields: bool = False,
+                  sampling_defaults: Optional[dict[str, float]] = None) -> ParsedRequest:
+    """Validate an OpenAI completion (`kind="completion"`) or chat (`kind="chat"`) body; an omitted
+    `temperature`/`top_p` takes the served model's `sampling_defaults` (else OpenAI's 1.0)."""
+    defaults = sampling_defaults or {}
     _check_field_names(body, kind, allow_benchmark_fields)
     model = body.get("model", served_model)
     if model != served_model:
@@ -111,8 +114,8 @@ def parse_request(body: Any, kind: str, tokenizer: Any, served_model: str,
     _check_context(len(token_ids), max_tokens, max_context_tokens, prompt_field)
     return ParsedRequest(
         request_id=_request_id(body), prompt_text=prompt_text, prompt_token_ids=token_ids,
-        max_tokens=max_tokens, temperature=_float(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_top_p(body), seed=_seed(body), stop=_stop(body),
+        max_tokens=max_tokens, temperature=_float(body, "temperature", defaults.get("temperature", 1.0), 0.0, 2.0),
+        top_p=_top_p(body, defaults.get("top_p", 1.0)), seed=_seed(body), stop=_stop(body),
         ignore_eos=_bool(body, "ignore_eos", False), stream=stream, model=model,
         priority=_priority(body),
         oracle_output_tokens=_optional_int(body, "oracle_output_tokens", minimum=0),
@@ -252,8 +255,8 @@ def _float(body: dict, name: str, default: float, low: float, high: float) -> fl
     return float(value)
 
 
-def _top_p(body: dict) -> float:
-    value = _float(body, "top_p", 1.0, 0.0, 1.0)
+def _top_p(body: dict, default: float) -> float:
+    value = _float(body, "top_p", default, 0.0, 1.0)
     if value <= 0.0:
         raise RequestError(400, "top_p: must be in (0, 1]", param="top_p")
     return value

@@ -16,13 +16,15 @@ from deployments.protocol import ParsedRequest, parse_request
 
 
 class RequestParser:
-    def __init__(self, tokenizer: Any, served_model_name: str, allow_benchmark_fields: bool):
+    def __init__(self, tokenizer: Any, served_model_name: str, allow_benchmark_fields: bool,
+                 sampling_defaults: dict[str, float]):
         self._tokenizer = tokenizer
+        self._sampling_defaults = sampling_defaults
         self._served_model_name = served_model_name
         self._allow_benchmark_fields = allow_benchmark_fields
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ssjf-parse")
 
     async def parse(self, body: Any, kind: str, max_context_tokens: int) -> ParsedRequest:
         parse = functools.partial(parse_request, body, kind, self._tokenizer, self._served_model_name,
-                                  max_context_tokens, self._allow_benchmark_fields)
+                                  max_context_tokens, self._allow_benchmark_fields, self._sampling_defaults)
         return await asyncio.get_running_loop().run_in_executor(self._pool, parse)

@@ -26,6 +26,7 @@ from deployments.request_parser import RequestParser
 from deployments.request_runner import RequestRunner
 from deployments.typed_config import build
 from engine import load_tokenizer
+from engine.models import sampling_defaults
 from router import Scheduler
 
 
@@ -34,7 +35,8 @@ class SSJFRouter:
         self._config: AppConfig = build(AppConfig, config)
         self._engines = engines
         self._parser = RequestParser(load_tokenizer(self._config.engine), self._config.served_model_name,
-                                     self._config.router.allow_benchmark_fields)
+                                     self._config.router.allow_benchmark_fields,
+                                     sampling_defaults(self._config.engine.model))
         self._metrics = RouterMetrics()
         self._metrics_endpoint = find_metrics_endpoint()
         self._dispatcher = Dispatcher(Scheduler(self._config.scheduler))

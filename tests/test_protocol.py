@@ -27,6 +27,18 @@ def test_completion_defaults(tokenizer):
     assert parsed.engine_request()["prompt_token_ids"] == parsed.prompt_token_ids
 
 
+def test_omitted_sampling_takes_the_served_models_defaults(tokenizer):
+    from engine.models import sampling_defaults
+
+    defaults = sampling_defaults("smollm2-135m-instruct")
+    assert defaults == {"temperature": 0.0} and sampling_defaults("demo") == {}
+    parsed = parse_request({"prompt": "hi"}, "completion", tokenizer, MODEL, CONTEXT, sampling_defaults=defaults)
+    assert (parsed.temperature, parsed.top_p) == (0.0, 1.0)
+    explicit = parse_request({"prompt": "hi", "temperature": 0.7, "top_p": 0.5}, "completion", tokenizer, MODEL,
+                             CONTEXT, sampling_defaults=defaults)
+    assert (explicit.temperature, explicit.top_p) == (0.7, 0.5)
+
+
 def test_token_id_prompt_and_chat(tokenizer):
     assert parse({"prompt": [5, 6, 7]}, tokenizer).prompt_token_ids == [5, 6, 7]
     chat = parse({"messages": [{"role": "user", "content": "hi there"}], "max_completion_tokens": 3},

@@ -110,8 +110,8 @@ def test_engine_answers_paris_and_stops_on_eos_from_gguf_and_from_cache(tmp_path
 def test_serve_app_answers_paris_over_http(serve_instance, deploy_app):
     deploy_app({"engine.model": NAME, "predictor.checkpoint": "smollm2", "engine_replicas.num_replicas": 1,
                 "engine.max_batch_size": 2})
-    # greedy: the API's default temperature is 1.0 (OpenAI's), at which this 135 M model often rambles
-    body = {"messages": QUESTION, "max_tokens": 32, "temperature": 0}
+    # no temperature: the model's sampling default (greedy, engine.models) applies, as for `curl` in the README
+    body = {"messages": QUESTION, "max_tokens": 32}
     r = requests.post(serve_instance + "/v1/chat/completions", json=body, timeout=300)
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]

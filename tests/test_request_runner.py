@@ -232,7 +232,7 @@ def test_prompts_are_tokenized_off_the_event_loop(engine):
             return len(self._real)
 
     tokenizer = RecordingTokenizer(engine.tokenizer)
-    parser = RequestParser(tokenizer, "demo", allow_benchmark_fields=False)
+    parser = RequestParser(tokenizer, "demo", allow_benchmark_fields=False, sampling_defaults={})
     request = asyncio.run(parser.parse({"prompt": "hello there", "max_tokens": 2}, "completion", 512))
     assert request.prompt_token_ids and tokenizer.threads
     assert all(name.startswith("ssjf-parse") for name in tokenizer.threads), tokenizer.threads
