@@ -31,7 +31,7 @@ def demo_tokenizer() -> Any:
 def load_tokenizer(config: Any) -> Any:
     """The tokenizer an `EngineConfig` (or anything with `.model` / `.tokenizer`) serves with."""
     name = config.tokenizer or config.model
-    if name == DEMO_MODEL_NAME:
+    if name == DEMO_MODEL_NAME or name == "sim" or name.startswith("sim:"):  # the sim model serves demo's
         return demo_tokenizer()
     if is_named(name):
         return load_named_tokenizer(name, getattr(config, "cache_weights", True))

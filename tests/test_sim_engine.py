@@ -151,3 +151,10 @@ def test_every_batching_mode_runs_over_the_sim(make_engine, batching):
     done = asyncio.run(all_at_once())
     assert [d["usage"]["completion_tokens"] for d in done] == [3 + i for i in range(engine.capacity)]
     assert engine.num_free_slots == engine.capacity
+
+
+def test_router_tokenizer_of_a_sim_model_is_the_demo_one():
+    from engine import EngineConfig, demo_tokenizer, load_tokenizer
+
+    for model in ("sim", "sim:decode_step_ms=1"):
+        assert load_tokenizer(EngineConfig(model=model)).get_vocab() == demo_tokenizer().get_vocab()
