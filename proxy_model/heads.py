@@ -159,12 +159,16 @@ def list_mle(score: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def quantile_buckets(tokens: np.ndarray, num_buckets: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inner bucket edges at training-label quantiles, and each bucket's log median."""
+    """Inner bucket edges at training-label quantiles, and each of the `num_buckets` buckets' log median.
+
+    Tied quantiles (e.g. most labels at a length cap) leave fewer distinct buckets; the unused top classes
+    get the top bucket's median, so the head keeps `num_buckets` outputs and no label ever names them."""
     edges = np.unique(np.quantile(tokens, np.linspace(0, 1, num_buckets + 1)[1:-1]))
     bucket = np.searchsorted(edges, tokens, side="right")
-    medians = np.array([np.median(tokens[bucket == k]) if np.any(bucket == k) else edges[min(k, len(edges) - 1)]
-                        for k in range(len(edges) + 1)])
-    return edges, np.log(np.maximum(medians, MIN_TOKENS))
+    medians = [np.median(tokens[bucket == k]) if np.any(bucket == k) else edges[min(k, len(edges) - 1)]
+               for k in range(len(edges) + 1)]
+    medians += [medians[-1]] * (num_buckets - len(medians))
+    return edges, np.log(np.maximum(np.array(medians), MIN_TOKENS))
 
 
 def fit_calibration(scores: np.ndarray, tokens: np.ndarray, points: int = 101) -> tuple[np.ndarray, np.ndarray]:

@@ -114,3 +114,25 @@ def test_head_on_a_shipped_checkpoints_tuned_encoder(tmp_path):
     prompts = [r.prompt for r in read_jsonl(FIXTURE)[:8]]
     assert torch.equal(tuned.features(prompts), source.features(prompts))
     assert len(list(cache.iterdir())) == 1  # its own cache file, keyed by the tuned weights
+
+
+def test_classification_head_with_most_labels_at_a_cap_keeps_its_buckets():
+    """Labels like SmolLM2's (70% at the 256 cap) collapse most decile edges; fitting must still work."""
+    import numpy as np
+    import torch
+
+    from proxy_model.fit import fit_head
+    from proxy_model.heads import Head, quantile_buckets
+
+    rng = np.random.default_rng(0)
+    tokens = np.where(rng.random(300) < 0.7, 256.0, rng.integers(5, 200, 300).astype(float))
+    edges, log_medians = quantile_buckets(tokens, 10)
+    assert len(edges) < 9 and len(log_medians) == 10 and np.all(np.diff(log_medians) >= 0)
+    x = torch.tensor(rng.normal(size=(300, 8)), dtype=torch.float32)
+    x[:, 0] = torch.tensor(tokens == 256.0, dtype=torch.float32)  # one feature tells capped from not
+    m = torch.zeros(300, dtype=torch.long)
+    head = Head("classification", 8, 16, 10, [], 4, 0.0)
+    fit_head(head, (x[:200], m[:200], tokens[:200]), (x[200:], m[200:], tokens[200:]), epochs=5, lr=1e-2,
+             batch_size=64, weight_decay=0.0, seed=0)
+    scores = head.score(head(x[200:], m[200:])).detach().numpy()
+    assert scores[tokens[200:] == 256.0].mean() > scores[tokens[200:] < 256.0].mean()
