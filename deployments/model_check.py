@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.models import ModelUnavailable, is_named, require_gguf_support, verified_gguf
+from engine.models import ModelUnavailable, is_named, is_sim_model, require_gguf_support, verified_gguf
 
 DEMO_MODEL_NAME = "demo"  # engine.tokenizer.DEMO_MODEL_NAME, without importing transformers
-SIM_MODEL_NAME = "sim"  # engine.sim_runner.SIM_MODEL_NAME: `sim` or `sim:<costs>`, loads no weights
 HUB_TIMEOUT_S = 5.0
 # One of these files is enough to call a name a model / a tokenizer (what transformers looks for).
 MODEL_FILES = ("config.json",)
@@ -29,7 +28,7 @@ class ModelNotFound(ValueError):
 
 def check_name(name: str, kind: str = "model") -> None:
     """Raise `ModelNotFound` unless `name` (a model or tokenizer name) resolves."""
-    if name == DEMO_MODEL_NAME or (kind == "model" and name.partition(":")[0] == SIM_MODEL_NAME):
+    if name == DEMO_MODEL_NAME or (kind == "model" and is_sim_model(name)):
         return
     if is_named(name):
         try:

@@ -13,12 +13,13 @@ from typing import Any, AsyncIterator
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
 from .loader import eos_token_ids, load_model_and_tokenizer, model_max_positions
+from .models import is_sim_model
 from .request import GenerationRequest, encode_and_validate
 from .runner import ModelRunner
 from .sampler import make_generator
 from .scheduler import BatchScheduler
 from .sequence import Sequence
-from .sim_runner import SimRunner, is_sim_model, load_sim_model
+from .sim_runner import SimRunner, load_sim_model
 from .step_loop import StepLoop
 
 

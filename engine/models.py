@@ -51,6 +51,13 @@ MODELS = {
 }
 
 
+SIM_MODEL_NAME = "sim"  # the simulated model (engine.sim_runner): `sim` or `sim:<costs>`, loads no weights
+
+
+def is_sim_model(model: str) -> bool:
+    return model == SIM_MODEL_NAME or model.startswith(SIM_MODEL_NAME + ":")
+
+
 def is_named(name: str) -> bool:
     return name in MODELS
 

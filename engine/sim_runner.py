@@ -27,7 +27,6 @@ from .config import EngineConfig
 from .sequence import Sequence
 from .tokenizer import DEMO_MAX_POSITIONS, demo_tokenizer, ensure_pad_token, load_tokenizer_by_name
 
-SIM_MODEL_NAME = "sim"
 PLACEHOLDER_WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog")
 CHOSEN_WORD_BONUS = 1.0  # greedy picks the row's word; temperature 1 still spreads over all words
 EOS_MARGIN = 1e4  # EOS outweighs every word at any temperature the API accepts
@@ -57,10 +56,6 @@ class SimCosts:
 
     def join_s(self, num_prompt_tokens: list[int]) -> float:
         return (self.join_ms * len(num_prompt_tokens) + self.prefill_ms_per_token * sum(num_prompt_tokens)) / 1000.0
-
-
-def is_sim_model(model: str) -> bool:
-    return model == SIM_MODEL_NAME or model.startswith(SIM_MODEL_NAME + ":")
 
 
 def parse_sim_costs(model: str) -> SimCosts:

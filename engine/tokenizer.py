@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .models import is_named, model_cache_dir, require_gguf_support, verified_gguf
+from .models import is_named, is_sim_model, model_cache_dir, require_gguf_support, verified_gguf
 
 DEMO_MODEL_NAME = "demo"
 DEMO_MAX_POSITIONS = 2048
@@ -31,7 +31,7 @@ def demo_tokenizer() -> Any:
 def load_tokenizer(config: Any) -> Any:
     """The tokenizer an `EngineConfig` (or anything with `.model` / `.tokenizer`) serves with."""
     name = config.tokenizer or config.model
-    if name == DEMO_MODEL_NAME or name == "sim" or name.startswith("sim:"):  # the sim model serves demo's
+    if name == DEMO_MODEL_NAME or is_sim_model(name):  # the sim model serves the demo tokenizer
         return demo_tokenizer()
     if is_named(name):
         return load_named_tokenizer(name, getattr(config, "cache_weights", True))

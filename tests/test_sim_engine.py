@@ -7,8 +7,8 @@ import pytest
 
 from deployments.model_check import ModelNotFound, check_name
 from engine import Engine, EngineConfig, EngineFullError, GenerationRequest
-from engine.sim_runner import (SimCosts, SimModel, _prompt_hash, is_sim_model, natural_output_tokens,
-                               parse_sim_costs)
+from engine.models import is_sim_model
+from engine.sim_runner import SimCosts, SimModel, _prompt_hash, natural_output_tokens, parse_sim_costs
 
 pytestmark = pytest.mark.timeout(120)
 FAST = "sim:decode_step_ms=1,decode_step_growth_ms=0,join_ms=1,prefill_ms_per_token=0"
