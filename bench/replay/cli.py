@@ -1,7 +1,7 @@
 """Command line of `python -m bench.replay`: options, --quick defaults, default data paths, arms.
 
 Invariant: `parse_args` returns a namespace with every option resolved (no None left where a value
-is needed): an explicit option wins, then the --quick preset, then the full-run default. An arm is
+is needed): an explicit option wins, then the --natural or --quick preset, then the full-run default. An arm is
 a policy plus scheduler overrides: `ssjf`, or `ssjf@aging=linear@aging_tokens_per_s=10`.
 """
 from __future__ import annotations
@@ -16,6 +16,9 @@ DEFAULT_TRACE = SHARED_DATA / "traces" / "azure_llm_2023_conv.csv"
 DEFAULT_PROMPTS = SHARED_DATA / "prompts" / "sharegpt_v3_first_turn.jsonl"
 FIXTURE_TRACE = FIXTURE_DIR / "azure_conv_arrivals.jsonl"
 FIXTURE_PROMPTS = FIXTURE_DIR / "sharegpt_heldout_prompts.jsonl"
+# --natural: the default model's own greedy lengths (proxy_model/checkpoints/smollm2/README.md)
+DEFAULT_LABELS = SHARED_DATA / "lengths" / "smollm2_135m_instruct_sharegpt_greedy256.jsonl"
+FIXTURE_LABELS = FIXTURE_DIR / "smollm2_test_split_labels.jsonl"
 POLICIES = ("fcfs", "ssjf", "sjf-oracle")
 
 # Full run vs --quick (quick must finish in < 20 min on this 2-core box). Load x span sets the backlog:
@@ -30,7 +33,13 @@ PRESETS = {
     "quick": {"num_requests": 200, "loads": "1.3", "rounds": 2, "num_replicas": 2, "max_batch_size": 2,
               "output_scale": 0.125, "max_output_tokens": 128, "max_prompt_tokens": 256, "max_span_s": 60.0,
               "drain_timeout_s": 30.0, "calibration_s": 12.0},
+    # --natural (a real model at its own lengths, ~200 tokens each on CPU: small). Lengths unscaled and
+    # prompts uncut are fixed: the recorded lengths hold only for the prompt as labelled.
+    "natural": {"num_requests": 40, "loads": "1.2", "rounds": 2, "num_replicas": 1, "max_batch_size": 4,
+                "output_scale": 1.0, "max_output_tokens": 0, "max_prompt_tokens": 0, "max_span_s": 900.0,
+                "drain_timeout_s": 300.0, "calibration_s": 40.0},
 }
+NATURAL_FIXED = ("output_scale", "max_output_tokens", "max_prompt_tokens")
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      f"{DEFAULT_PROMPTS}, or the committed fixture when absent)")
     p.add_argument("--out", default="runs/replay", help="output directory (summary.json, PNG plots)")
     p.add_argument("--quick", action="store_true", help="preset that finishes in < 10 min on 2 CPU cores")
+    p.add_argument("--natural", action="store_true",
+                   help="natural lengths: the model decides when to stop (no forced length); --prompts are the "
+                        "served model's own labels {prompt, output_tokens, finish_reason} (default "
+                        f"{DEFAULT_LABELS}, or the committed fixture when absent); needs --model or --config; "
+                        "its own preset")
     p.add_argument("--config", help="app config YAML (default: configs/default.yaml)")
     p.add_argument("--model", help="engine.model (default: demo with its predictor, deployments.config.DEMO_OVERRIDES, "
                                    "unless --config is given: then the config's model)")
@@ -108,7 +122,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.load is not None:
         args.loads = str(args.load)
-    for key, value in PRESETS["quick" if args.quick else "full"].items():
+    if args.natural:
+        natural_options(args)
+    for key, value in PRESETS["natural" if args.natural else "quick" if args.quick else "full"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.loads = [float(x) for x in str(args.loads).split(",") if x.strip()]
@@ -122,6 +138,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.trace = args.trace or str(DEFAULT_TRACE if DEFAULT_TRACE.exists() else FIXTURE_TRACE)
     args.prompts = args.prompts or str(DEFAULT_PROMPTS if DEFAULT_PROMPTS.exists() else FIXTURE_PROMPTS)
     return args
+
+
+def natural_options(args: argparse.Namespace) -> None:
+    for key in NATURAL_FIXED:
+        if getattr(args, key) not in (None, PRESETS["natural"][key]):
+            raise SystemExit(f"--natural replays the recorded lengths unscaled and prompts uncut: drop "
+                             f"--{key.replace('_', '-')}")
+    if args.model is None and args.config is None:
+        raise SystemExit("--natural: name the model that made the labels (--model NAME or --config)")
+    args.prompts = args.prompts or str(DEFAULT_LABELS if DEFAULT_LABELS.exists() else FIXTURE_LABELS)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import aiohttp
 
 from bench.replay.metrics import RequestResult
+from bench.replay.natural import CHAT_PATH, natural_payload
 from bench.replay.workload import WorkItem
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -27,15 +28,23 @@ def check_loopback(base_url: str) -> None:
 
 
 def payload(item: WorkItem) -> dict:
-    """A realistic cap in `max_tokens`; the replayed length only in benchmark-only fields."""
+    """A realistic cap in `max_tokens`; the replayed length only in benchmark-only fields (a natural
+    item: no forced length at all, bench.replay.natural)."""
+    if item.finish_reason is not None:
+        return natural_payload(item)
     return {"prompt": item.prompt, "max_tokens": item.max_tokens, "stream": True, "temperature": 0,
             "bench_stop_after_tokens": item.output_tokens, "oracle_output_tokens": item.output_tokens}
+
+
+def url_of(base_url: str, item: WorkItem) -> str:
+    return base_url + (CHAT_PATH if item.finish_reason is not None else "/v1/completions")
 
 
 async def send_one(session: aiohttp.ClientSession, url: str, item: WorkItem, clock: Callable[[], float],
                    result: RequestResult) -> RequestResult:
     """Stream one completion, filling `result` with client-side times and the server's final facts."""
     result.expected_output_tokens = item.output_tokens
+    result.expected_finish_reason, result.expected_prompt_tokens = item.finish_reason, item.prompt_tokens
     result.sent_s = clock()
     async with session.post(url, json=payload(item)) as resp:
         result.status = resp.status
@@ -62,6 +71,7 @@ async def send_one(session: aiohttp.ClientSession, url: str, item: WorkItem, clo
                 result.predicted_output_tokens = ssjf.get("predicted_output_tokens")
                 result.queue_wait_s = ssjf.get("queue_wait_s")
                 result.replica = ssjf.get("replica")
+                result.finish_reason = (chunk.get("choices") or [{}])[0].get("finish_reason")
             else:
                 result.token_times_s.append(clock())
                 if result.first_token_s is None:
@@ -102,7 +112,6 @@ async def replay(base_url: str, items: Sequence[WorkItem], deadline_s: float,
                  poll_interval_s: float = 0.25) -> tuple[list[RequestResult], list]:
     """Send each item at its `arrival_s` (open loop); returns (results by index, queue samples)."""
     check_loopback(base_url)
-    url = f"{base_url}/v1/completions"
     start = time.monotonic()
     clock = lambda: time.monotonic() - start  # noqa: E731
     results = [RequestResult(it.index, it.arrival_s) for it in items]
@@ -115,6 +124,7 @@ async def replay(base_url: str, items: Sequence[WorkItem], deadline_s: float,
                 delay = item.arrival_s - clock()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                url = url_of(base_url, item)
                 task = asyncio.create_task(_guarded(send_one(session, url, item, clock, result), result))
                 if on_done:
                     task.add_done_callback(lambda _t, r=result: on_done(r))
@@ -142,7 +152,6 @@ async def closed_loop(base_url: str, items: Iterable[WorkItem], concurrency: int
     """Keep `concurrency` requests in flight for `duration_s`, then cancel the rest (calibration,
     warm-up). Returns every request that was started."""
     check_loopback(base_url)
-    url = f"{base_url}/v1/completions"
     start = time.monotonic()
     clock = lambda: time.monotonic() - start  # noqa: E731
     source = iter(items)
@@ -154,7 +163,7 @@ async def closed_loop(base_url: str, items: Iterable[WorkItem], concurrency: int
                 return
             result = RequestResult(item.index, clock())
             results.append(result)
-            await _guarded(send_one(session, url, item, clock, result), result)
+            await _guarded(send_one(session, url_of(base_url, item), item, clock, result), result)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         workers = [asyncio.create_task(worker(session)) for _ in range(concurrency)]

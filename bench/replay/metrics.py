@@ -16,6 +16,7 @@ Definitions (all documented in the summary too):
   requests, divided by the time from the first send to the k-th completion.
 - Kendall tau-b between the predictor's `predicted_output_tokens` and the replayed output length.
 - percentiles: numpy's linear interpolation.
+- natural-length replays only: actual vs recorded length and finish reason (`natural.label_agreement`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from bench.common import percentile
+from bench.replay.natural import label_agreement
 
 
 QUEUED_S = 0.05  # a request "queued" when it waited longer than this for a slot (frac_queued)
@@ -49,6 +51,9 @@ class RequestResult:
     status: int = 0  # HTTP status; 200 when the stream finished cleanly
     error: Optional[str] = None  # "http_429", "timeout", "stream_error", ...
     detail: Optional[str] = None  # the server's error message, truncated
+    finish_reason: Optional[str] = None  # the server's: "stop", "length", ...
+    expected_finish_reason: Optional[str] = None  # natural replay only: the recorded label's
+    expected_prompt_tokens: Optional[int] = None  # natural replay only: the recorded prompt length
     token_times_s: list = field(default_factory=list, repr=False)  # arrival of each token chunk (not saved)
 
     @property
@@ -147,4 +152,5 @@ def summarize(results: Sequence[RequestResult], slo: Slo = Slo(), max_wait_s: fl
         "num_length_mismatches": sum(r.output_tokens != r.expected_output_tokens for r in ok),
         "max_send_lag_s": max((r.sent_s - r.scheduled_s for r in results if r.sent_s is not None), default=math.nan),
         "span_s": span_s,
+        **(label_agreement(ok) if any(r.expected_finish_reason for r in results) else {}),
     }

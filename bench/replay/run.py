@@ -27,6 +27,7 @@ from bench.replay.metrics import Slo, summarize
 from bench.replay.plots import write_plots
 from bench.common import cpus_needed, deployed_app, load_app_config, serve_session
 from bench.replay.compare import compare_rounds, median_summaries, summary_ratios
+from bench.replay.natural import agreement_lines, load_label_rows, streamed_tokens
 from bench.replay.report import comparison_lines, dumps, table
 from bench.replay.trace import TraceError, mean_rate_rps, read_trace, scale_to_rate, window
 from bench.replay.workload import build_workload, demo_tokenizer, fingerprint, load_prompt_rows
@@ -57,7 +58,7 @@ def predictor_split_seed(config) -> int:
 def workload_options(args, tokenizer) -> dict:
     return {"output_scale": args.output_scale, "max_output_tokens": args.max_output_tokens or None,
             "tokenizer": tokenizer, "max_prompt_tokens": args.max_prompt_tokens or None,
-            "client_max_tokens": args.client_max_tokens}
+            "client_max_tokens": args.client_max_tokens, "natural": args.natural}
 
 
 def timed_workload(args, pool, offsets_s, tokenizer, rate: dict, load: float, seed: int):
@@ -102,7 +103,7 @@ def warm_up(base_url: str, pool, slots: int, seed: int) -> None:
 
 def calibrate(base_url: str, args, pool, tokenizer, slots: int) -> dict:
     """Closed loop with 2 x slots in flight for calibration_s; output tokens/s of the requests that
-    finished after a ramp of a quarter of the window."""
+    finished after a ramp of a quarter of the window (natural: of every token streamed after it)."""
     items = build_workload(np.zeros(50 * slots), pool, args.seed + CALIBRATION_SEED_OFFSET,
                            **workload_options(args, tokenizer))
     duration_s = args.calibration_s
@@ -110,8 +111,8 @@ def calibrate(base_url: str, args, pool, tokenizer, slots: int) -> dict:
     ramp_s = duration_s / 4
     done = [r for r in results if r.ok and r.finished_s >= ramp_s]
     window_s = duration_s - ramp_s
-    tokens = sum(r.output_tokens for r in done)
-    if not done:
+    tokens = streamed_tokens(results, ramp_s, duration_s) if args.natural else sum(r.output_tokens for r in done)
+    if not tokens:
         raise RuntimeError(f"calibration completed no request in {duration_s:.0f} s")
     return {"duration_s": duration_s, "measured_window_s": window_s, "completed": len(done),
             "output_tokens_per_s": tokens / window_s, "requests_per_s": len(done) / window_s,
@@ -235,6 +236,7 @@ def setup(args) -> dict:
     return {
         "command": " ".join(["python -m bench.replay"] + sys.argv[1:]), "trace": args.trace,
         "prompts": args.prompts, "split": args.split, "split_seed": args.split_seed, "batching": args.batching,
+        "natural": args.natural,
         "num_replicas": args.num_replicas, "max_batch_size": args.max_batch_size, "loads": args.loads,
         "rounds": args.rounds, "arms": {arm.label: arm.overrides for arm in args.arms},
         "output_scale": args.output_scale, "max_output_tokens": args.max_output_tokens,
@@ -251,7 +253,8 @@ def run(args) -> dict:
     if args.split_seed is None:
         args.split_seed = predictor_split_seed(config)
     tokenizer = demo_tokenizer()
-    pool = load_prompt_rows(args.prompts, tokenizer, args.split_seed, args.split)
+    pool = (load_label_rows(args.prompts, args.split_seed, args.split) if args.natural
+            else load_prompt_rows(args.prompts, tokenizer, args.split_seed, args.split))
     offsets_s = window(read_trace(args.trace), args.num_requests, args.trace_start)
     log(f"{len(pool)} {args.split}-split prompts (split seed {args.split_seed}) from {args.prompts}; "
         f"{len(offsets_s)} arrivals from {args.trace}; {args.rounds} rounds x loads {args.loads} x {args.labels}")
@@ -274,6 +277,8 @@ def main(argv=None) -> None:
               f"{report['setup']['slo']})")
         print(table(rep["policies"]))
         print(comparison_lines(rep["comparison"]))
+        if args.natural:
+            print(agreement_lines(rep["policies"]))
     log(f"wrote {Path(args.out) / 'summary.json'} and {', '.join(report['plots'])}")
     print(dumps({"policies": report["policies"], "comparison": report["comparison"],
                  "loads": {k: {"comparison": v["comparison"]} for k, v in report["loads"].items()}}), flush=True)

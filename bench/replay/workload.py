@@ -8,7 +8,8 @@ Output lengths: `true` is the row's `output_tokens`, or its `response` counted w
 tokenizer. The replayed length is `clip(round(true * output_scale), 1, max_output_tokens)`. It is sent
 only in benchmark-only fields the ssjf key never reads (`bench_stop_after_tokens`: the engine stops
 there as if the model had; `oracle_output_tokens`: for sjf-oracle), under a realistic client
-`max_tokens` cap, so the replayed length never leaks into SSJF.
+`max_tokens` cap, so the replayed length never leaks into SSJF. With `natural`, the model's own stop
+decides instead (bench/replay/natural.py).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class WorkItem:
     output_tokens: int  # replayed length: where the engine stops (bench_stop_after_tokens)
     true_output_tokens: int  # the row's length before scaling/capping
     max_tokens: int  # the client's cap, as a real client would send it (>= output_tokens)
+    finish_reason: Optional[str] = None  # natural mode only (bench.replay.natural): the expected one
+    prompt_tokens: Optional[int] = None  # natural mode only: the recorded prompt length, when known
 
 
 def demo_tokenizer():
@@ -98,10 +101,12 @@ def replayed_length(true_tokens: int, output_scale: float, max_output_tokens: Op
 
 def build_workload(arrivals_s: np.ndarray, pool: Sequence[PromptRow], seed: int, output_scale: float = 1.0,
                    max_output_tokens: Optional[int] = None, tokenizer=None,
-                   max_prompt_tokens: Optional[int] = None, client_max_tokens: int = 1024) -> list[WorkItem]:
+                   max_prompt_tokens: Optional[int] = None, client_max_tokens: int = 1024,
+                   natural: bool = False) -> list[WorkItem]:
     """One request per arrival; rows drawn from `pool` with a seeded generator (without replacement
     when the pool is large enough). Prompts are cut to `max_prompt_tokens` when a tokenizer is given.
-    Every request carries the same client cap `max(client_max_tokens, its replayed length)`."""
+    Every request carries the same client cap `max(client_max_tokens, its replayed length)`.
+    `natural`: `pool` holds `natural.LabelRow`s, replayed uncut and unscaled (`natural.natural_item`)."""
     if not pool:
         raise ValueError("the prompt pool is empty (no held-out prompts in the prompt file?)")
     if not output_scale > 0:
@@ -110,6 +115,11 @@ def build_workload(arrivals_s: np.ndarray, pool: Sequence[PromptRow], seed: int,
     num = len(arrivals_s)
     picks = rng.choice(len(pool), size=num, replace=num > len(pool))
     items = []
+    if natural:
+        from bench.replay.natural import natural_item
+
+        return [natural_item(i, float(t), pool[int(pick)], client_max_tokens) for i, (t, pick) in
+                enumerate(zip(arrivals_s, picks))]
     for i, (arrival_s, pick) in enumerate(zip(arrivals_s, picks)):
         row = pool[int(pick)]
         prompt = truncate_prompt(row.prompt, tokenizer, max_prompt_tokens) if tokenizer else row.prompt
