@@ -80,26 +80,24 @@ def labels_cap(parsed: Sequence[tuple], wheres: Sequence[str]) -> Optional[int]:
     return cap
 
 
+def _json_object(line: str, where: str) -> object:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _error(f"{where}: invalid JSON ({exc.msg})") from None
+
+
 def read_label_rows(path: str | Path) -> list[LabelRow]:
     """Every row of a label file, in file order, checked (module doc)."""
-    parsed, wheres = [], []
     try:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _error(f"{path}: cannot read: {exc}") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _error(f"{where}: invalid JSON ({exc.msg})") from None
-        parsed.append(_parse(obj, where))
-        wheres.append(where)
-    if not parsed:
+    lines = [(f"{path}:{n}", line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if not lines:
         raise _error(f"{path}: no label rows (empty file)")
-    cap = labels_cap(parsed, wheres)
+    parsed = [_parse(_json_object(line, where), where) for where, line in lines]
+    cap = labels_cap(parsed, [where for where, _ in lines])
     return [LabelRow(prompt, n, finish, prompt_tokens, cap) for prompt, n, finish, prompt_tokens, _ in parsed]
 
 
