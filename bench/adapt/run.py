@@ -7,8 +7,10 @@ on a freshly deployed app with `predictor.online` on; FCFS runs first and measur
 no calibration request ever teaches the SSJF arm's predictor. Every prompt is replayed once, so each
 prediction is for a prompt whose label the learner has not seen. Thirds are by arrival order. The
 offline references are trained on the rows outside the last third and measured on the last third.
+The two arms run one after the other, so the machine's speed may differ between them; `drift_free`
+replays both in the simulator at one fitted speed (bench/adapt/drift_free.py) and repeats the JCT ratios.
 The last stdout line is JSON (`tau_first_third`, `tau_last_third`, `num_refits`,
-`jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline taus, done-when checks).
+`jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline taus, `drift_free`, done-when checks).
 """
 from __future__ import annotations
 
@@ -24,12 +26,14 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from bench.adapt.cli import parse_args
+from bench.adapt.drift_free import simulated_thirds
 from bench.common import cpus_needed, deployed_app, load_app_config, serve_session
 from bench.replay.cli import config_overrides
 from bench.replay.report import dumps
 from bench.replay.run import calibrate_output_rate, run_policy, slots_of, timed_workload, wait_idle, warm_up
 from bench.replay.trace import TraceError, read_trace, window
 from bench.replay.workload import PromptRow, count_tokens, demo_tokenizer
+from bench.sim.records import Setup
 
 ARMS = ("fcfs", "ssjf")
 # warm-up requests teach the learner too: one generic prompt, never a replayed one
@@ -110,7 +114,21 @@ def offline_reference(items: list, checkpoint, seed: int) -> dict:
                           np.arange(last.start, last.stop), seed)
 
 
-def headline(arms: dict, reference: dict) -> dict:
+def run_setup(args, config) -> dict:
+    """The layout bench.sim.records reads (as bench.replay's summary `setup`)."""
+    scheduler = {k: v for k, v in asdict(config.scheduler).items() if k != "policy"}
+    return {"batching": args.batching, "num_replicas": args.num_replicas, "max_batch_size": args.max_batch_size,
+            "scheduler": scheduler, "client_max_tokens": args.client_max_tokens, "load": args.load}
+
+
+def drift_free(arms: dict, setup: dict, seed: int) -> dict:
+    rows = [{"policy": arm, **asdict(r)} for arm in ARMS for r in arms[arm]["results"]]
+    scheduler = setup["scheduler"]
+    return simulated_thirds(rows, Setup(setup["batching"], setup["num_replicas"], setup["max_batch_size"],
+                                        0.01, scheduler, {}, setup["client_max_tokens"], setup["load"]), seed)
+
+
+def headline(arms: dict, reference: dict, sim: dict) -> dict:
     ssjf, fcfs = arms["ssjf"]["thirds"], arms["fcfs"]["thirds"]
     online = arms["ssjf"]["predictor"].get("online") or {}
     first, last = ssjf["first_third"]["tau"], ssjf["last_third"]["tau"]
@@ -124,9 +142,12 @@ def headline(arms: dict, reference: dict) -> dict:
             "tau_offline_fresh": reference["tau_offline_fresh"],
             "tau_offline_warm_start": reference["tau_offline_warm_start"],
             "tau_shipped_head_last_third": reference["tau_current_head"],
+            "drift_free": sim,
             "done_when": {"tau_gain_ge_0.15": last - first >= 0.15,
                           "tau_last_within_0.03_of_offline": last >= best_offline - 0.03,
-                          "jct_ratio_last_lt_first": ratio["last_third"] < ratio["first_third"]},
+                          "jct_ratio_last_lt_first": ratio["last_third"] < ratio["first_third"],
+                          "jct_ratio_last_lt_first_drift_free":
+                              sim["jct_ssjf_over_fcfs_last_third"] < sim["jct_ssjf_over_fcfs_first_third"]},
             "errors": {arm: arms[arm]["summary"]["num_errors"] for arm in ARMS}}
 
 
@@ -137,7 +158,7 @@ def write_outputs(out_dir: Path, args, state: dict, arms: dict, report: dict) ->
             for r in arms[arm]["results"]:
                 row = {k: v for k, v in asdict(r).items() if k != "token_times_s"}
                 f.write(dumps({"policy": arm, **row}) + "\n")
-    summary = {"command": " ".join(["python -m bench.adapt"] + sys.argv[1:]), "prompts": args.prompts,
+    summary = {"command": " ".join(["python -m bench.adapt"] + sys.argv[1:]), "setup": state["setup"], "prompts": args.prompts,
                "model_name": args.model_name, "calibration": state["calibration"], "workload": state["timing"],
                "arms": {arm: {k: v for k, v in arms[arm].items() if k != "results"} for arm in ARMS}, **report}
     (out_dir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
@@ -157,6 +178,7 @@ def main(argv=None) -> None:
     log(f"{len(state['pool'])} prompts of {args.model_name or 'all models'} from {args.prompts}; "
         f"{args.num_requests} requests at load {args.load:g}")
     config = load_app_config(None, config_overrides(args))
+    state["setup"] = run_setup(args, config)
     arms = {}
     with serve_session(cpus_needed(config)) as base_url:
         for policy in ARMS:
@@ -164,7 +186,9 @@ def main(argv=None) -> None:
             arms[policy]["thirds"] = third_metrics(arms[policy]["results"])
     log("offline references (features of the replayed prompts, heads trained outside the last third)")
     reference = offline_reference(state["items"], arms["ssjf"]["checkpoint"], args.seed)
-    report = {**headline(arms, reference), "offline_reference": reference, "wall_s": time.monotonic() - started}
+    log("drift-free JCT: both arms replayed in the simulator at one fitted machine speed")
+    sim = drift_free(arms, state["setup"], args.seed)
+    report = {**headline(arms, reference, sim), "offline_reference": reference, "wall_s": time.monotonic() - started}
     write_outputs(Path(args.out), args, state, arms, report)
     for arm in ARMS:
         print(f"{arm}: " + ", ".join(f"{t}: tau {m['tau']:.3f}, mean JCT {m['mean_jct_s']:.2f} s"

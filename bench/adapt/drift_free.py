@@ -1,0 +1,45 @@
+"""The adapt run's JCT per third with the machine's drift removed: both live arms replayed in the simulator.
+
+Invariant: the simulator gets only what the live arms recorded (bench.sim.records: arrivals, true lengths,
+each request's live prediction — for SSJF the online learner's prediction at that moment — prompt sizes)
+and one cost model fitted from both arms together (bench.sim.fit), so FCFS and SSJF are served at the same
+machine speed; every ordering decision is still router.Scheduler's. Thirds are by arrival order (`index`),
+as in the live figures.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bench.sim.fit import fit_cost
+from bench.sim.live import simulated_rows
+from bench.sim.records import RunKey, Setup, replay_workload, to_requests
+
+
+def _thirds_mean_jct_s(rows: list[dict], num_requests: int) -> dict[str, float]:
+    bounds = {"first_third": (0, num_requests // 3), "middle_third": (num_requests // 3, 2 * num_requests // 3),
+              "last_third": (2 * num_requests // 3, num_requests)}
+    out = {}
+    for name, (lo, hi) in bounds.items():
+        jct_s = [r["finished_s"] - r["sent_s"] for r in rows
+                 if lo <= r["index"] < hi and r["error"] is None and r["finished_s"] is not None]
+        out[name] = float(np.mean(jct_s)) if jct_s else math.nan
+    return out
+
+
+def simulated_thirds(rows: list[dict], setup: Setup, seed: int = 0) -> dict:
+    """Live rows of the fcfs and ssjf arms -> fitted cost, simulated mean JCT per third and arm, and
+    the SSJF/FCFS ratio of the first and last third."""
+    groups: dict[RunKey, object] = to_requests(rows)
+    fit = fit_cost(groups, setup)
+    num_requests = 1 + max(int(r["index"]) for r in rows)
+    by_arm = {}
+    for key, req in groups.items():
+        sim_rows = simulated_rows(replay_workload(req, setup), req.index, key, setup=setup, cost=fit.cost, seed=seed)
+        by_arm[key[2]] = _thirds_mean_jct_s(sim_rows, num_requests)
+    ratio = {t: by_arm["ssjf"][t] / by_arm["fcfs"][t] for t in ("first_third", "last_third")}
+    return {"cost": {k: getattr(fit.cost, k) for k in ("request_overhead_s", "per_token_s", "step_growth_s",
+                                                      "prefill_per_prompt_token_s")},
+            "mean_jct_s": by_arm, "jct_ssjf_over_fcfs_first_third": ratio["first_third"],
+            "jct_ssjf_over_fcfs_last_third": ratio["last_third"]}
