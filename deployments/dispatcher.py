@@ -28,9 +28,12 @@ class Dispatcher:
     def now_s(self) -> float:
         return self._clock()
 
-    def check_admission(self, request_id: str) -> None:
-        """Raise DuplicateRequestError / QueueFullError now, before the caller spends work on it."""
-        self.scheduler.check_admission(request_id)
+    def grant_now(self, record: RequestRecord) -> Lease | None:
+        """A lease at once if no one waits and a slot is free (no prediction needed), else None; raises
+        DuplicateRequestError / QueueFullError / MissingOracleLengthError before the caller spends work."""
+        if record.request_id in self._waiters:
+            raise DuplicateRequestError(f"request {record.request_id!r} is already waiting or running")
+        return self.scheduler.grant_now(record, self._clock())
 
     async def acquire(self, record: RequestRecord, timeout_s: float, requeue: bool = False) -> Lease:
         """Queue `record` and wait until the scheduler grants it a lease.

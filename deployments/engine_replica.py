@@ -5,11 +5,15 @@ slot (the engine raises `EngineFullError` otherwise) and only when the request w
 the SSJF router's queue stays the one queue of record. A generation's stream ends only once its
 engine slot is free again (after its done event; later in a static batch), so the router, which holds
 the slot until the stream ends, never grants a slot the engine still holds.
+A stream item is a list of events: every event ready when the replica looked (one Ray message, not
+one per token). A caller that wants no tokens (`stream_tokens=False`) gets only the first token event
+(the request started) and the done event, which carries the whole text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, AsyncIterator, Optional
 
@@ -35,14 +39,18 @@ class EngineReplica:
             "max_context_tokens": self._engine.max_context_tokens,
         }
 
-    async def generate_stream(self, request: dict[str, Any], replica_id: str) -> AsyncIterator[dict]:
-        """Run one pinned request; yields the engine's token events, then its `done` event."""
+    async def generate_stream(self, request: dict[str, Any], replica_id: str,
+                              stream_tokens: bool = True) -> AsyncIterator[list[dict]]:
+        """Run one pinned request; yields lists of the engine's token events, the last ending with its
+        `done` event (without `stream_tokens`: only the first token event and the done event)."""
         if replica_id != self._replica_id:
             raise RuntimeError(f"request pinned to replica {replica_id} reached {self._replica_id}")
         request_id = request.get("request_id", "?")
         await self._wait_for_slot(request_id)
-        async for event in self._engine.generate(GenerationRequest(**request)):
-            yield event
+        chunks = sent_chunks(self._engine, GenerationRequest(**request), stream_tokens)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
         await self._engine.wait_slot_freed(request_id)  # a static batch holds it until the batch ends
 
     async def check_health(self) -> None:
@@ -63,3 +71,22 @@ class EngineReplica:
         engine = self.__dict__.get("_engine")
         if engine is not None:
             await engine.shutdown()
+
+
+async def sent_chunks(engine: Engine, request: GenerationRequest, stream_tokens: bool) -> AsyncIterator[list[dict]]:
+    """What the replica sends of `request`: the engine's event chunks, thinned without `stream_tokens`."""
+    token_sent = False
+    async with contextlib.aclosing(engine.generate_chunks(request)) as chunks:
+        async for chunk in chunks:
+            if not stream_tokens:
+                chunk = without_later_tokens(chunk, token_sent)
+                token_sent = token_sent or any(event["type"] == "token" for event in chunk)
+            if chunk:
+                yield chunk
+
+
+def without_later_tokens(chunk: list[dict], token_sent: bool) -> list[dict]:
+    """`chunk` less every token event but the request's first (already sent if `token_sent`)."""
+    tokens = [i for i, event in enumerate(chunk) if event["type"] == "token"]
+    first = None if token_sent or not tokens else tokens[0]
+    return [event for i, event in enumerate(chunk) if event["type"] != "token" or i == first]

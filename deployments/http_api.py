@@ -101,7 +101,7 @@ class HTTPRouter(SSJFRouter):
         except RequestError as exc:
             return _error_response(exc)
         writer = ResponseWriter(parsed, kind, self._config.router.include_ssjf_block)
-        events = self._run(parsed)
+        events = self._run(parsed, stream_tokens=parsed.stream)
         try:  # admission errors (429, 503, 4xx) must be statuses, so wait for the first event
             first = await unless_disconnected(request, events.__anext__())
             if parsed.stream:

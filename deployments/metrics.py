@@ -72,13 +72,22 @@ class RouterMetrics:
         self.rejections: CountMap[str] = CountMap()
         self.completions: CountMap[str] = CountMap()
         self.sums: CountMap[str] = CountMap()
+        self._gauge_values: dict[tuple, float] = {}
 
     def observe_queue(self, num_waiting: int, waiting_predicted_tokens: float,
                       in_flight_by_replica: dict[str, int]) -> None:
-        self._queue_length.set(num_waiting)
-        self._queue_predicted_tokens.set(waiting_predicted_tokens)
+        """Set the queue gauges; a gauge is recorded only when its value changed (a Ray gauge keeps its
+        last value), so an idle cluster of many replicas costs no metric calls."""
+        self._set_if_changed(self._queue_length, num_waiting)
+        self._set_if_changed(self._queue_predicted_tokens, waiting_predicted_tokens)
         for replica_id, num_running in in_flight_by_replica.items():
-            self._in_flight.set(num_running, tags={"engine_replica": replica_id})
+            self._set_if_changed(self._in_flight, num_running, engine_replica=replica_id)
+
+    def _set_if_changed(self, gauge: Gauge, value: float, **tags: str) -> None:
+        key = (gauge, tuple(tags.items()))
+        if self._gauge_values.get(key) != value:
+            self._gauge_values[key] = value
+            gauge.set(value, tags=tags or None)
 
     def observe_dispatch(self, queue_wait_s: float) -> None:
         self._queue_wait.observe(queue_wait_s)

@@ -1,10 +1,14 @@
 """The router's output-length predictor: batched predictions off the event loop, and the one place
 that hears how each prediction turned out.
 
-Invariant: `predict` never runs the model on the event loop (one worker thread); requests arriving
-within `batch_wait_ms` of the first waiting one (up to `max_batch_size`) share one model call.
+Invariant: `predict` never runs the model on the event loop (one worker thread, one batch at a time);
+requests arriving within `batch_wait_ms` of the first waiting one share one model call, and so do all
+that arrive while a batch runs (the next batch takes them when it ends), up to `max_batch_size`, so
+the batch grows with the load instead of a backlog of small batches. Cancelled requests are skipped.
 `on_finished` is called exactly once for each request that finished normally ("stop" or "length"),
-never for cancelled or failed ones, so it only ever sees true lengths.
+never for cancelled or failed ones, so it only ever sees true lengths. A `PendingPrediction` runs
+beside its request (which may already be running): it is awaited where the value is needed and
+cancelled before the request's `on_ended`, so nothing is remembered for a request that ended.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 from deployments.config import PredictorConfig
 from deployments.predictor_metrics import PredictorMetrics
@@ -27,6 +31,7 @@ class PredictorService:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ssjf-predictor")
         self._pending: list[tuple[str | list[dict], asyncio.Future]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._batch_running = False
         self._num_batches = 0
         self._num_prompts = 0
         self._busy_s = 0.0
@@ -74,11 +79,24 @@ class PredictorService:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        batch, self._pending = self._pending, []
+        if self._batch_running:
+            return
+        self._pending = [entry for entry in self._pending if not entry[1].done()]
+        size = self._config.max_batch_size
+        batch, self._pending = self._pending[:size], self._pending[size:]
         if batch:
+            self._batch_running = True
             asyncio.get_running_loop().create_task(self._predict_batch(batch))
 
     async def _predict_batch(self, batch: list[tuple[str | list[dict], asyncio.Future]]) -> None:
+        try:
+            await self._run_batch(batch)
+        finally:
+            self._batch_running = False
+            if self._pending:
+                self._flush()
+
+    async def _run_batch(self, batch: list[tuple[str | list[dict], asyncio.Future]]) -> None:
         started_s = time.perf_counter()
         prompts = [prompt for prompt, _ in batch]
         try:
@@ -95,3 +113,33 @@ class PredictorService:
         for (_, future), predicted, row in zip(batch, predictions, features, strict=True):
             if not future.done():
                 future.set_result((float(predicted), row))
+
+
+class PendingPrediction:
+    """One request's prediction, started once admitted and awaited only where its value is needed;
+    `predict_ms` is from `arrival_s` to the value (on `clock`)."""
+
+    def __init__(self, service: PredictorService, request_id: str, predictor_input: str | list[dict],
+                 clock: Callable[[], float]):
+        self._service = service
+        self._request_id = request_id
+        self._input = predictor_input
+        self._clock = clock
+        self._task: asyncio.Task | None = None
+        self.predict_ms: float | None = None
+
+    def start(self, arrival_s: float) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._predict(arrival_s))
+
+    async def value(self) -> float:
+        """The predicted output tokens (waits for them); raises what the predictor raised."""
+        return await self._task
+
+    def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _predict(self, arrival_s: float) -> float:
+        predicted = await self._service.predict(self._request_id, self._input)
+        self.predict_ms = 1000 * (self._clock() - arrival_s)
+        return predicted

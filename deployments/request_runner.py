@@ -1,6 +1,11 @@
-"""Runs one parsed request: admission check -> prediction -> lease -> engine stream -> done.
+"""Runs one parsed request: admission check -> lease (at once, or after its prediction) -> engine stream
+-> done.
 
-Invariants: a request costs no prediction if it would be refused (duplicate id, full queue); it reaches
+Invariants: a request costs no prediction if it would be refused (duplicate id, full queue). Its
+prediction starts on admission; when no one waits and a slot is free the request is dispatched at once
+and the prediction finishes beside it (nothing to reorder), otherwise it waits for its prediction and
+queues by it. Either way the done event carries the prediction, and the predictor hears the outcome.
+A request reaches
 an engine replica only under a lease; every request ends with its output, a `RequestError`, or
 cancellation, and is counted once in the metrics. The lease is held until the replica's stream ends,
 which is when the engine has freed the slot: a static ("dynamic") batch keeps a finished member's slot
@@ -20,7 +25,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from deployments.dispatcher import Dispatcher, QueueTimeoutError
 from deployments.metrics import RouterMetrics
-from deployments.predictor_service import PredictorService
+from deployments.predictor_service import PendingPrediction, PredictorService
 from deployments.protocol import ParsedRequest, RequestError
 from engine import EngineFullError
 from router import (DoneEvent, DuplicateRequestError, Lease, MissingOracleLengthError, QueueFullError,
@@ -30,13 +35,14 @@ logger = logging.getLogger("ray.serve")
 
 
 class EngineStream(Protocol):
-    """What `open_stream` returns: the replica's events (dicts), and a way to stop them."""
+    """What `open_stream` returns: the replica's events (lists of dicts, see EngineReplica), and a way
+    to stop them."""
 
-    def __aiter__(self) -> AsyncIterator[dict]: ...
+    def __aiter__(self) -> AsyncIterator[list[dict]]: ...
     def cancel(self) -> None: ...
 
 
-OpenStream = Callable[[dict[str, Any], str], EngineStream]
+OpenStream = Callable[[dict[str, Any], str, bool], EngineStream]  # (engine request, replica id, stream_tokens)
 
 
 class ReplicaLostError(RuntimeError):
@@ -78,11 +84,14 @@ class RequestRunner:
         self._policy = policy
         self._holders: set[asyncio.Task] = set()  # leases kept until their replica stream ends
 
-    async def run(self, parsed: ParsedRequest) -> AsyncIterator[StreamEvent]:
-        """Token events, then one DoneEvent (carrying the `ssjf` facts); counted in the metrics."""
+    async def run(self, parsed: ParsedRequest, stream_tokens: bool = True) -> AsyncIterator[StreamEvent]:
+        """Token events, then one DoneEvent (carrying the `ssjf` facts); counted in the metrics. Without
+        `stream_tokens` only the first token event (the request started) comes before the DoneEvent."""
         ending = "cancelled"
+        prediction = PendingPrediction(self._predictor, parsed.request_id, parsed.predictor_input,
+                                       self._dispatcher.now_s)
         try:
-            async for event in self._run(parsed):
+            async for event in self._run(parsed, prediction, stream_tokens):
                 if isinstance(event, DoneEvent):
                     ending = event.finish_reason
                 yield event
@@ -91,29 +100,31 @@ class RequestRunner:
             self._metrics.observe_request_error(exc)
             raise
         finally:
+            prediction.cancel()
             self._predictor.on_ended(parsed.request_id)
             if ending == "cancelled":
                 self._metrics.observe_cancelled()
 
-    async def _run(self, parsed: ParsedRequest) -> AsyncIterator[StreamEvent]:
+    async def _run(self, parsed: ParsedRequest, prediction: PendingPrediction,
+                   stream_tokens: bool) -> AsyncIterator[StreamEvent]:
         arrival_s = self._dispatcher.now_s()
+        record = parsed.record(arrival_s, None)
         try:
-            self._dispatcher.check_admission(parsed.request_id)
+            lease = self._dispatcher.grant_now(record)
         except ADMISSION_ERRORS as exc:
             raise admission_error(exc) from None
-        predicted = await self._predictor.predict(parsed.request_id, parsed.predictor_input)
-        predict_ms = 1000 * (self._dispatcher.now_s() - arrival_s)
-        record = parsed.record(arrival_s, float(predicted))
+        prediction.start(arrival_s)
         first_token_s = None
-        async for event in self._attempts(parsed, record):
+        async for event in self._attempts(parsed, record, lease, prediction, stream_tokens):
             if isinstance(event, TokenEvent) and first_token_s is None:
                 first_token_s = self._dispatcher.now_s()
             if isinstance(event, DoneEvent):
-                event = self._finish(parsed, record, event, predict_ms, first_token_s)
+                record.predicted_output_tokens = await prediction.value()
+                event = self._finish(parsed, record, event, prediction.predict_ms, first_token_s, lease is None)
             yield event
 
     def _finish(self, parsed: ParsedRequest, record: RequestRecord, done: DoneEvent, predict_ms: float,
-                first_token_s: float | None) -> DoneEvent:
+                first_token_s: float | None, predicted_before_dispatch: bool) -> DoneEvent:
         now_s = self._dispatcher.now_s()
         jct_s = now_s - record.arrival_time_s
         ttft_s = None if first_token_s is None else first_token_s - record.arrival_time_s
@@ -122,19 +133,25 @@ class RequestRunner:
         if done.finished_normally:
             self._predictor.on_finished(parsed.request_id, done.completion_tokens, done.finish_reason)
         ssjf = {**done.ssjf, "predicted_output_tokens": round(record.predicted_output_tokens, 2),
-                "predict_ms": round(predict_ms, 3), "policy": self._policy}
+                "predict_ms": round(predict_ms, 3), "predicted_before_dispatch": predicted_before_dispatch,
+                "policy": self._policy}
         return dataclasses.replace(done, timings={**done.timings, "ttft_s": ttft_s, "jct_s": jct_s}, ssjf=ssjf)
 
-    async def _attempts(self, parsed: ParsedRequest, record: RequestRecord) -> AsyncIterator[StreamEvent]:
+    async def _attempts(self, parsed: ParsedRequest, record: RequestRecord, lease: Lease | None,
+                        prediction: PendingPrediction, stream_tokens: bool) -> AsyncIterator[StreamEvent]:
+        """Run under `lease` (granted at once), else queue by the prediction; a request whose replica
+        is lost before its first token is re-queued once (by then it needs its prediction)."""
         for attempt in range(2):
-            try:
-                lease = await self._dispatcher.acquire(record, self._request_timeout_s, requeue=attempt > 0)
-            except ADMISSION_ERRORS as exc:
-                raise admission_error(exc) from None
+            if lease is None:
+                record.predicted_output_tokens = await prediction.value()
+                try:
+                    lease = await self._dispatcher.acquire(record, self._request_timeout_s, requeue=attempt > 0)
+                except ADMISSION_ERRORS as exc:
+                    raise admission_error(exc) from None
             self._metrics.observe_dispatch(lease.queue_wait_s)
             produced_token = False
             try:
-                async for event in self._stream(parsed, lease):
+                async for event in self._stream(parsed, lease, stream_tokens):
                     produced_token |= isinstance(event, TokenEvent)
                     yield event
                 return
@@ -145,30 +162,31 @@ class RequestRunner:
                                        headers={"Retry-After": "1"}) from None
                 logger.warning("replica %s could not run request %s (%s); re-queued", lease.replica_id,
                                parsed.request_id, lost)
+                lease = None
 
-    async def _stream(self, parsed: ParsedRequest, lease: Lease) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, parsed: ParsedRequest, lease: Lease, stream_tokens: bool) -> AsyncIterator[StreamEvent]:
         """The replica's events under `lease`; releases the lease on every path (after the replica's
         stream ends, when it produced a done event)."""
         if lease.lost.is_set:
             self._dispatcher.release(lease)
             raise ReplicaLostError(lease.lost.reason)
-        stream = self._open_stream(parsed.engine_request(), lease.replica_id)
+        stream = self._open_stream(parsed.engine_request(), lease.replica_id, stream_tokens)
         lost = asyncio.Event()
         lease.lost.subscribe(lambda reason: (lost.set(), stream.cancel()))
         handed_off = False
         try:
-            async for raw in stream:
+            async for chunk in stream:
                 self._dispatcher.start(lease)
-                event = parse_event(raw)
-                if isinstance(event, DoneEvent):
-                    handed_off = self._hold_until_stream_ends(stream, lease)
-                    if event.finish_reason == "error":
-                        raise RequestError(500, f"engine error: {event.error}", type_="server_error")
-                    yield dataclasses.replace(event, ssjf={"queue_wait_s": round(lease.queue_wait_s, 6),
-                                                           "replica": lease.replica_id,
-                                                           "dispatch_seq": lease.dispatch_seq})
-                    return
-                yield event
+                for event in map(parse_event, chunk):
+                    if isinstance(event, DoneEvent):
+                        handed_off = self._hold_until_stream_ends(stream, lease)
+                        if event.finish_reason == "error":
+                            raise RequestError(500, f"engine error: {event.error}", type_="server_error")
+                        yield dataclasses.replace(event, ssjf={"queue_wait_s": round(lease.queue_wait_s, 6),
+                                                               "replica": lease.replica_id,
+                                                               "dispatch_seq": lease.dispatch_seq})
+                        return
+                    yield event
         except RayActorError as exc:
             if replica_is_dead(exc):
                 self._dispatcher.replica_died(lease.replica_id)

@@ -34,6 +34,7 @@ class SSJFRouter:
     async def __init__(self, engines: Any, config: dict):
         self._config: AppConfig = build(AppConfig, config)
         self._engines = engines
+        self._engine_streams = engines.options(stream=True)  # one handle for every generation, not one per call
         self._parser = RequestParser(load_tokenizer(self._config.engine), self._config.served_model_name,
                                      self._config.router.allow_benchmark_fields,
                                      sampling_defaults(self._config.engine.model))
@@ -53,14 +54,14 @@ class SSJFRouter:
     async def generate(self, **request: Any) -> dict[str, Any]:
         """Run one completion to the end; returns text, finish_reason, usage, timings and ssjf."""
         parsed = await self._parse(request, "chat" if "messages" in request else "completion")
-        async for event in self._run(parsed):
+        async for event in self._run(parsed, stream_tokens=False):
             pass
         return {"id": parsed.request_id, **{k: v for k, v in event.items() if k != "type"}}
 
     async def generate_stream(self, **request: Any) -> AsyncIterator[dict[str, Any]]:
         """Stream one completion: `{"type": "token", ...}` chunks, then one `{"type": "done", ...}`."""
         parsed = await self._parse(request, "chat" if "messages" in request else "completion")
-        async for event in self._run(parsed):
+        async for event in self._run(parsed, stream_tokens=True):
             yield event
 
     async def status(self) -> dict[str, Any]:
@@ -106,9 +107,12 @@ class SSJFRouter:
     def observe_rejection(self, exc: RequestError) -> None:
         self._metrics.observe_request_error(exc)
 
-    async def _run(self, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
-        async for event in self._runner.run(parsed):
+    async def _run(self, parsed: ParsedRequest, stream_tokens: bool) -> AsyncIterator[dict[str, Any]]:
+        """The request's events as dicts; without `stream_tokens` the engine sends only the first token
+        event and the done event (whose text is the whole answer)."""
+        async for event in self._runner.run(parsed, stream_tokens):
             yield event.to_dict()
 
-    def _open_stream(self, engine_request: dict[str, Any], replica_id: str):
-        return self._engines.options(stream=True).generate_stream.remote(engine_request, replica_id=replica_id)
+    def _open_stream(self, engine_request: dict[str, Any], replica_id: str, stream_tokens: bool):
+        return self._engine_streams.generate_stream.remote(engine_request, replica_id=replica_id,
+                                                           stream_tokens=stream_tokens)

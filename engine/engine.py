@@ -1,12 +1,13 @@
 """The public engine: async streaming generation over a background step loop.
 
 Invariant: `generate` reserves a slot before yielding anything (or raises `EngineFullError` / `ValueError`);
-every admitted request ends with exactly one "done" event, and a consumer that stops early (aclose, break,
+every admitted request ends with exactly one "done" event (its last), and a consumer that stops early (aclose, break,
 task cancellation) cancels its request, which frees its slot immediately.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any, AsyncIterator
 
@@ -58,6 +59,14 @@ class Engine:
         return encode_and_validate(req, self.tokenizer, self.max_context_tokens)
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[dict]:
+        async with contextlib.aclosing(self.generate_chunks(req)) as chunks:
+            async for chunk in chunks:
+                for event in chunk:
+                    yield event
+
+    async def generate_chunks(self, req: GenerationRequest) -> AsyncIterator[list[dict]]:
+        """`generate`'s events, each item every event ready at that moment (in order), so a consumer
+        that falls behind catches up in one message instead of one per token."""
         if not self._loop.is_alive:
             raise RuntimeError("engine is shut down")
         prompt_token_ids = self.validate(req)
@@ -71,9 +80,11 @@ class Engine:
         is_done = False
         try:
             while not is_done:
-                event = await events.get()
-                is_done = event["type"] == "done"
-                yield event
+                chunk = [await events.get()]
+                while not events.empty():
+                    chunk.append(events.get_nowait())
+                is_done = chunk[-1]["type"] == "done"
+                yield chunk
         finally:
             if not is_done:
                 self.cancel(req.request_id)

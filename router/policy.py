@@ -21,11 +21,13 @@ KeyFn = Callable[[RequestRecord, Aging], float]
 
 @dataclass(frozen=True)
 class Policy:
-    """`key(record, aging)` -> float; ties fall back to arrival order."""
+    """`key(record, aging)` -> float; ties fall back to arrival order. `check(record)` raises when the
+    policy cannot rank the record at all (it runs even when nothing is ranked: a request granted at once)."""
 
     name: str
     key: KeyFn
     description: str
+    check: Callable[[RequestRecord], None] = lambda rec: None
 
 
 def speculative_cost_tokens(rec: RequestRecord) -> float:
@@ -45,9 +47,13 @@ def _ssjf_key(rec: RequestRecord, aging: Aging) -> float:
     return aging.key(speculative_cost_tokens(rec), rec.arrival_time_s)
 
 
-def _oracle_key(rec: RequestRecord, aging: Aging) -> float:
+def _check_oracle(rec: RequestRecord) -> None:
     if rec.true_output_tokens is None:
         raise MissingOracleLengthError(f"sjf-oracle needs true_output_tokens (request {rec.request_id!r})")
+
+
+def _oracle_key(rec: RequestRecord, aging: Aging) -> float:
+    _check_oracle(rec)
     return aging.key(rec.true_output_tokens, rec.arrival_time_s)
 
 
@@ -56,7 +62,7 @@ _REGISTRY: dict[str, Policy] = {
     for p in (
         Policy("fcfs", _fcfs_key, "first come, first served (by arrival time)"),
         Policy("ssjf", _ssjf_key, "speculative SJF: predicted output tokens (capped by max_tokens), aged"),
-        Policy("sjf-oracle", _oracle_key, "SJF on the true output length (benchmarks only), aged"),
+        Policy("sjf-oracle", _oracle_key, "SJF on the true output length (benchmarks only), aged", _check_oracle),
     )
 }
 

@@ -22,7 +22,7 @@ class RequestRecord:
 
     request_id: str
     arrival_time_s: float
-    predicted_output_tokens: float
+    predicted_output_tokens: float | None  # None only while granted before its prediction (grant_now)
     true_output_tokens: int | None = None
     prompt_tokens: int = 0
     max_tokens: int | None = None

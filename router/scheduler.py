@@ -6,7 +6,9 @@ unknown here; waiters and free slots never coexist after a call returns. Replica
 active -> draining -> forgotten, or to dead (see router.replicas); when a replica is drained or dies,
 the leases it loses end here first and their `lost` signals fire last, so subscribers see a
 consistent scheduler. A request goes to the replica with the most free slots (ties: least recently
-dispatched to, then id); the order among waiters comes only from the policy key (router.policy).
+dispatched to, then id); the order among waiters comes only from the policy key (router.policy). A
+request arriving to an empty queue and a free slot may be granted before it is predicted (`grant_now`);
+a waiting request always has its prediction.
 Starvation guard: a slot goes to the oldest waiter once its wait is within `guard_lead_s` of
 `max_wait_s`, where the lead is GUARD_LEAD_RELEASES mean slot-release intervals (measured only
 while requests wait, capped at half the bound), so its start, not just its turn, comes by the bound.
@@ -104,6 +106,17 @@ class Scheduler:
         self.check_admission(rec.request_id)
         self._queue.push(rec)
         return self._dispatch(now_s)
+
+    def grant_now(self, rec: RequestRecord, now_s: float) -> Lease | None:
+        """A lease at once when no one waits and a slot is free: the policy has nothing to reorder, so
+        the request needs no prediction (`predicted_output_tokens` may still be None). Otherwise None,
+        and nothing changed: the caller predicts and calls `on_arrival`. Raises what `on_arrival` would
+        (duplicate; a record the policy cannot rank)."""
+        self.check_admission(rec.request_id)
+        self.policy.check(rec)
+        if self._queue or self._replicas.num_free_slots == 0:
+            return None
+        return self._grant(rec, now_s)
 
     def requeue(self, rec: RequestRecord, now_s: float) -> list[Lease]:
         """Put a request back keeping its arrival time; ignores max_queue_len. A lease it still holds
@@ -232,11 +245,13 @@ class Scheduler:
         granted: list[Lease] = []
         lead_s = self.guard_lead_s
         while self._replicas.num_free_slots > 0 and len(self._queue) > 0:
-            rec = self._queue.pop_next(now_s, lead_s)
-            replica = self._replicas.pick()
-            lease = Lease(rec, replica.replica_id, self._dispatch_seq, max(0.0, now_s - rec.arrival_time_s))
-            self._replicas.take(replica, lease, self._dispatch_seq)
-            self._dispatch_seq += 1
-            self._leases[rec.request_id] = lease
-            granted.append(lease)
+            granted.append(self._grant(self._queue.pop_next(now_s, lead_s), now_s))
         return granted
+
+    def _grant(self, rec: RequestRecord, now_s: float) -> Lease:
+        replica = self._replicas.pick()
+        lease = Lease(rec, replica.replica_id, self._dispatch_seq, max(0.0, now_s - rec.arrival_time_s))
+        self._replicas.take(replica, lease, self._dispatch_seq)
+        self._dispatch_seq += 1
+        self._leases[rec.request_id] = lease
+        return lease

@@ -41,6 +41,8 @@ class WaitQueue:
     def push(self, rec: RequestRecord) -> None:
         if rec.request_id in self._live:
             raise DuplicateRequestError(f"request {rec.request_id!r} is already waiting")
+        if rec.predicted_output_tokens is None:
+            raise ValueError(f"request {rec.request_id!r} cannot wait without its prediction")
         key = self.policy.key(rec, self.aging)
         seq = self._next_seq
         self._next_seq += 1

@@ -10,9 +10,10 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def sample(sent_s: float, admitted_s: float, first_token_s: float, finished_s: float, done_s: float,
-           predict_ms: float = 2.0, queue_wait_s: float = 0.003) -> Sample:
+           predict_ms: float = 2.0, queue_wait_s: float = 0.003, predicted_first: bool = True) -> Sample:
     result = {"timings": {"admitted_at_s": admitted_s, "first_token_at_s": first_token_s, "finished_at_s": finished_s},
-              "ssjf": {"predict_ms": predict_ms, "queue_wait_s": queue_wait_s}}
+              "ssjf": {"predict_ms": predict_ms, "queue_wait_s": queue_wait_s,
+                       "predicted_before_dispatch": predicted_first}}
     return Sample(sent_s=sent_s, send_lag_s=0.0, done_s=done_s, result=result)
 
 
@@ -31,6 +32,9 @@ def test_knee_needs_no_errors_and_p99_under_the_bound():
             summarize_rate(20, 10.0, fast + [Sample(0.0, 0.0, error="timeout")], {}),
             summarize_rate(40, 10.0, slow, {})]
     assert rows[0]["admitted_per_s"] == 10.0 and rows[0]["router_cpu_ms_per_request"] == 10.0
+    assert rows[0]["dispatched_unpredicted_share"] == 0.0
+    immediate = [sample(i, i + 0.005, i + 0.01, i + 0.05, i + 0.06, predicted_first=i % 4 == 0) for i in range(8)]
+    assert summarize_rate(10, 1.0, immediate, {})["dispatched_unpredicted_share"] == 0.75
     assert [keeps_up(row) for row in rows] == [True, False, False]
     assert rows[1]["error_kinds"] == {"timeout": 1} and rows[2]["router_added_p99_ms"] > 50
     assert knee(rows) == 10 and knee(rows[1:]) == 0.0

@@ -5,95 +5,20 @@ import asyncio
 
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError
-from ray.serve.exceptions import RequestCancelledError
 
 from deployments.config import PredictorConfig
-from deployments.dispatcher import Dispatcher
-from deployments.metrics import RouterMetrics
 from deployments.predictor_service import PredictorService
-from deployments.protocol import RequestError, parse_request
-from deployments.request_runner import RequestRunner
-from engine import Engine, EngineConfig, EngineFullError, GenerationRequest
-from router import DoneEvent, RequestRecord, Scheduler, SchedulerConfig
+from deployments.protocol import RequestError
+from engine import Engine, EngineConfig
+from local_runner import make, parsed, run_to_done, wait_until
+from router import RequestRecord
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class LocalStream:
-    """EngineReplica.generate_stream in-process: no free engine slot -> EngineFullError; events; then the
-    stream ends once the engine freed the slot. `cancel` behaves like a Serve response's cancel."""
-
-    def __init__(self, replica, request, fail_with=None):
-        self._replica, self._request, self._fail_with = replica, request, fail_with
-        self._events = self._generate()
-        self._cancelled = False
-
-    async def _generate(self):
-        engine, request_id = self._replica.engine, self._request["request_id"]
-        if self._fail_with is not None:
-            raise self._fail_with
-        if engine.num_free_slots == 0:
-            self._replica.refusals += 1
-            raise EngineFullError(f"no free slot for {request_id}")
-        async for event in engine.generate(GenerationRequest(**self._request)):
-            yield event
-        await engine.wait_slot_freed(request_id)
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        if self._cancelled:
-            raise RequestCancelledError(self._request["request_id"])
-        return await self._events.__anext__()
-
-    def cancel(self):
-        self._cancelled = True
-        self._replica.engine.cancel(self._request["request_id"])
-
-
-class LocalReplicas:
-    def __init__(self, engine):
-        self.engine = engine
-        self.refusals = 0
-        self.opened = []
-        self.failures = {}  # replica id -> exception its next stream raises
-
-    def open(self, request, replica_id):
-        self.opened.append(replica_id)
-        return LocalStream(self, request, self.failures.pop(replica_id, None))
 
 
 @pytest.fixture(scope="module")
 def predictor():
     return PredictorService(PredictorConfig())
-
-
-def make(engine, predictor, policy="fcfs", replica_ids=("r0",), **scheduler):
-    dispatcher = Dispatcher(Scheduler(SchedulerConfig(policy=policy, **scheduler)))
-    for replica_id in replica_ids:
-        dispatcher.add_replica(replica_id, engine.capacity, engine.max_context_tokens, None)
-    replicas = LocalReplicas(engine)
-    return dispatcher, replicas, RequestRunner(dispatcher, predictor, replicas.open, RouterMetrics(), 30.0, policy)
-
-
-def parsed(engine, request_id, max_tokens, **extra):
-    body = {"prompt": f"say {request_id}", "max_tokens": max_tokens, "ignore_eos": True, "request_id": request_id,
-            **extra}
-    return parse_request(body, "completion", engine.tokenizer, "demo", engine.max_context_tokens, True)
-
-
-async def run_to_done(runner, request):
-    events = [event async for event in runner.run(request)]
-    assert isinstance(events[-1], DoneEvent)
-    return events[-1]
-
-
-async def wait_until(predicate, timeout_s=20.0):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +93,7 @@ def test_unavailable_replica_is_temporary_a_dead_one_is_final(engine, predictor)
         replicas.failures["r0"] = ActorUnavailableError("unreachable for now", None)
         retried = await run_to_done(runner, parsed(engine, "retried", 2))
         assert retried.ssjf["replica"] == "r0" and replicas.opened == ["r0", "r0"]
+        await wait_until(lambda: dispatcher.scheduler.num_running == 0)  # its slot comes back after its stream
         dispatcher.add_replica("r1", 1, engine.max_context_tokens, None)  # fewer free slots: r0 goes first
         replicas.failures["r0"] = ActorDiedError()
         moved = await run_to_done(runner, parsed(engine, "moved", 2, priority=-1))
@@ -185,8 +111,8 @@ def test_drain_between_grant_and_stream_requeues_the_request(engine, predictor):
         dispatcher, replicas, runner = make(engine, predictor, replica_ids=("r0",))
         real_open = replicas.open
 
-        def open_then_drain(request, replica_id):
-            stream = real_open(request, replica_id)
+        def open_then_drain(request, replica_id, stream_tokens):
+            stream = real_open(request, replica_id, stream_tokens)
             if replica_id == "r0":
                 dispatcher.drain_replica("r0")  # lands after the grant, before the runner subscribes
                 dispatcher.add_replica("r1", engine.capacity, engine.max_context_tokens, None)

@@ -4,6 +4,7 @@ import pytest
 from router import (
     DuplicateRequestError,
     LeaseState,
+    MissingOracleLengthError,
     QueueFullError,
     RequestRecord,
     Scheduler,
@@ -115,3 +116,29 @@ def test_waiting_predicted_tokens_follow_the_queue():
     assert s.waiting_predicted_tokens == 50.0
     s.cancel("b", 5.0)
     assert s.waiting_predicted_tokens == 0.0
+
+
+def test_grant_now_only_with_an_empty_queue_and_a_free_slot_and_nothing_else_changes():
+    s = Scheduler(SchedulerConfig(policy="ssjf"))
+    assert s.grant_now(RequestRecord("early", 0.0, None), 0.0) is None  # no replica yet
+    s.add_replica("r0", 1, 0.0)
+    lease = s.grant_now(RequestRecord("a", 0.0, None), 0.5)
+    assert lease.replica_id == "r0" and lease.queue_wait_s == 0.5 and s.num_running == 1
+    assert s.grant_now(RequestRecord("b", 1.0, None), 1.0) is None and s.num_waiting == 0
+    with pytest.raises(ValueError, match="without its prediction"):
+        s.on_arrival(RequestRecord("b", 1.0, None), 1.0)
+    assert s.num_waiting == 0
+    s.on_arrival(rec("b", 1.0), 1.0)
+    for waiting_or_running in ("a", "b"):
+        with pytest.raises(DuplicateRequestError):
+            s.grant_now(rec(waiting_or_running), 2.0)
+    assert [granted.request_id for granted in s.release(lease, 2.0)] == ["b"]
+
+
+def test_grant_now_refuses_what_the_policy_cannot_rank():
+    s = Scheduler(SchedulerConfig(policy="sjf-oracle"))
+    s.add_replica("r0", 1, 0.0)
+    with pytest.raises(MissingOracleLengthError):
+        s.grant_now(RequestRecord("a", 0.0, None), 0.0)
+    assert s.num_running == 0
+    assert s.grant_now(RequestRecord("b", 0.0, None, true_output_tokens=5), 0.0).replica_id == "r0"

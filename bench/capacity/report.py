@@ -7,6 +7,7 @@ Definitions (per request; the driver, router and engines share this machine's cl
 - dispatch_to_engine = engine admission - send time - arrival_to_dispatch (handle hop, parse, Ray hop).
 - dispatch_to_first_token = first token - send time - arrival_to_dispatch (includes the engine's first
   step: the simulated join + decode cost).
+- dispatched_unpredicted_share = the share dispatched at once, before their prediction (nothing waited).
 Invariant: the knee is the highest offered rate at which every request sent was admitted and answered (no
 errors, no timeouts) and the p99 router_added stayed under the bound.
 """
@@ -24,7 +25,7 @@ COLUMNS = (("offered_per_s", "offered/s"), ("admitted_per_s", "admitted/s"), ("e
            ("router_added_p50_ms", "added p50"), ("router_added_p99_ms", "added p99"),
            ("arrival_to_dispatch_p50_ms", "arr->disp p50"), ("arrival_to_dispatch_p99_ms", "arr->disp p99"),
            ("dispatch_to_first_token_p50_ms", "disp->1st p50"), ("dispatch_to_first_token_p99_ms", "disp->1st p99"),
-           ("predictor_mean_batch", "pred batch"), ("router_cpu_cores", "router cpu"),
+           ("dispatched_unpredicted_share", "unpredicted"), ("predictor_mean_batch", "pred batch"), ("router_cpu_cores", "router cpu"),
            ("router_cpu_ms_per_request", "router cpu ms/req"),
            ("engines_cpu_cores", "engines cpu"), ("driver_cpu_cores", "driver cpu"),
            ("machine_busy_cores", "machine cpu"), ("router_rss_mb", "router MB"), ("send_lag_p99_ms", "lag p99"))
@@ -53,6 +54,8 @@ def summarize_rate(rate_per_s: float, duration_s: float, samples: list[Sample], 
         values = [t[name] for t in times]
         row[f"{name}_p50_ms"] = _round(percentile(values, 50))
         row[f"{name}_p99_ms"] = _round(percentile(values, 99))
+    row["dispatched_unpredicted_share"] = round(sum(not s.result["ssjf"].get("predicted_before_dispatch", True)
+                                                    for s in ok) / len(ok), 3) if ok else None
     row["send_lag_p99_ms"] = _round(percentile([1000 * s.send_lag_s for s in samples], 99))
     row.update(usage)
     if ok and "router_cpu_cores" in usage:
