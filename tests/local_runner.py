@@ -1,17 +1,20 @@
 """In-process stand-ins for the router's Ray parts, on real parts: a real engine driven the way
 EngineReplica drives it (its own `sent_chunks`), the real Scheduler and Dispatcher, the real RouterMetrics;
-shared by the request runner tests."""
+shared by the request runner tests (which import its fixtures by name)."""
 
 import asyncio
 
+import pytest
 from ray.serve.exceptions import RequestCancelledError
 
+from deployments.config import PredictorConfig
 from deployments.dispatcher import Dispatcher
 from deployments.engine_replica import sent_chunks
 from deployments.metrics import RouterMetrics
+from deployments.predictor_service import PredictorService
 from deployments.protocol import parse_request
 from deployments.request_runner import RequestRunner
-from engine import EngineFullError, GenerationRequest
+from engine import Engine, EngineConfig, EngineFullError, GenerationRequest
 from router import DoneEvent, Scheduler, SchedulerConfig
 
 
@@ -89,3 +92,15 @@ async def wait_until(predicate, timeout_s=20.0):
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return PredictorService(PredictorConfig())
+
+
+@pytest.fixture(scope="module")
+def engine():
+    built = Engine(EngineConfig(batching="continuous", max_batch_size=2))
+    yield built
+    built.close()

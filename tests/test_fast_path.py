@@ -9,8 +9,8 @@ import pytest
 from deployments.config import PredictorConfig
 from deployments.engine_replica import without_later_tokens
 from deployments.predictor_service import PredictorService
-from engine import Engine, EngineConfig, GenerationRequest
-from local_runner import make, parsed, run_to_done, wait_until
+from engine import GenerationRequest
+from local_runner import engine, make, parsed, predictor, run_to_done, wait_until  # noqa: F401 (fixtures)
 from router import DoneEvent, RequestRecord, TokenEvent
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,18 +31,6 @@ class HeldPredictor:
 
     def __getattr__(self, name):
         return getattr(self._real, name)
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return PredictorService(PredictorConfig())
-
-
-@pytest.fixture(scope="module")
-def engine():
-    built = Engine(EngineConfig(batching="continuous", max_batch_size=2))
-    yield built
-    built.close()
 
 
 def test_an_idle_router_dispatches_before_the_prediction_and_still_reports_it(engine, predictor):

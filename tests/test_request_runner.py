@@ -6,26 +6,12 @@ import asyncio
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-from deployments.config import PredictorConfig
-from deployments.predictor_service import PredictorService
 from deployments.protocol import RequestError
 from engine import Engine, EngineConfig
-from local_runner import make, parsed, run_to_done, wait_until
+from local_runner import engine, make, parsed, predictor, run_to_done, wait_until  # noqa: F401 (fixtures)
 from router import RequestRecord
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return PredictorService(PredictorConfig())
-
-
-@pytest.fixture(scope="module")
-def engine():
-    built = Engine(EngineConfig(batching="continuous", max_batch_size=2))
-    yield built
-    built.close()
 
 
 def test_dynamic_batch_slot_is_held_until_the_batch_ends(predictor):
