@@ -2,7 +2,8 @@
 
 Invariant: the cached tensor for a prompt is exactly `Encoder.encode([prompt])` (float32), so heads
 trained on the cache match inference; an encoder with tuned layers loaded (`Encoder.delta_id`) has
-its own cache file. Caches are local build outputs; never commit them.
+its own cache file, and so does each ONNX Runtime (`Encoder.runtime`). Caches are local build
+outputs; never commit them.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def cache_file(cache_dir: str | Path, encoder: Encoder) -> Path:
     ident = f"{CACHE_VERSION}|{encoder.backbone}|{encoder.max_prompt_tokens}|{encoder.num_layers}"
     if encoder.delta_id:  # tuned layers (`--init-encoder`): their own cache
         ident += f"|delta={encoder.delta_id}"
+    if encoder.runtime != "torch":  # ONNX Runtime (int8) features: their own cache
+        ident += f"|runtime={encoder.runtime}"
     return Path(cache_dir) / f"features-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.pt"
 
 

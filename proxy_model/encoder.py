@@ -59,6 +59,21 @@ class Encoder:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.delta_id = ""  # set by load_delta: fingerprint of the tuned weights (feature cache key)
+        self.runtime = "torch"  # set by use_runtime (feature cache key)
+        self.session = None
+
+    def use_runtime(self, runtime: str) -> None:
+        """Run `forward` on ONNX Runtime ("onnx", "onnx-int8") from the current weights, or on torch.
+        CUDA devices stay on torch. Call after loading tuned weights; `finetune` needs "torch"."""
+        from .runtime import RUNTIMES, compile_session
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown encoder runtime {runtime!r}; choose from {RUNTIMES}")
+        if runtime == "torch" or self.device.type != "cpu":
+            self.runtime, self.session = "torch", None
+            return
+        self.session = compile_session(self.model, runtime)
+        self.runtime = runtime
 
     @property
     def hidden_size(self) -> int:
@@ -109,6 +124,10 @@ class Encoder:
             start = end
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            from .runtime import run_session
+
+            return run_session(self.session, input_ids, attention_mask)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return pooled_states(out.hidden_states, attention_mask)
 

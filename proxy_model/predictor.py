@@ -4,7 +4,8 @@ A checkpoint directory holds `config.json` (everything but weights, incl. split 
 an optional `calibration` note), `head.safetensors` (weights and buffers, incl. the score -> tokens
 calibration grid when present) and, for fine-tuned backbones, `backbone_delta.safetensors` (only
 the tuned layers, float16) or `backbone_lora.safetensors` (LoRA factors merged at load); the rest
-comes from the pip-installed/HF backbone named in config.
+comes from the pip-installed/HF backbone named in config. `encoder.runtime` ("onnx-int8": ONNX
+Runtime, int8 weights; absent: torch) is how the encoder runs on CPU; CUDA devices run torch.
 Invariant: `predict` returns strictly positive token counts, monotone in the head's score.
 """
 from __future__ import annotations
@@ -145,6 +146,7 @@ def load_predictor(path: str | Path | None = None, device: str = "cpu") -> Predi
     lora = directory / "backbone_lora.safetensors"
     if lora.exists():
         apply_lora_deltas(encoder.model, load_file(str(lora)), enc_cfg["lora"]["scale"])
+    encoder.use_runtime(enc_cfg.get("runtime", "torch"))
     head = Head(head_cfg["kind"], head_cfg["in_dim"], head_cfg["hidden"], head_cfg["num_buckets"],
                 head_cfg["model_names"], head_cfg["model_dim"], 0.0)
     state = load_file(str(directory / "head.safetensors"))

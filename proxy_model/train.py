@@ -28,6 +28,7 @@ from .fit import calibrate, finetune, fit_head, val_tau
 from .heads import HEAD_KINDS, RANKING_KINDS, Head, fold_ensemble, head_input, model_index
 from .metrics import accuracy
 from .predictor import FORMAT_VERSION, SHIPPED_CHECKPOINTS, Predictor, backbone_name, backbone_path
+from .runtime import RUNTIMES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--init-encoder", default=None, metavar="CHECKPOINT",
                     help="use that checkpoint's encoder (its truncation, depth and tuned layers) for a new head; "
                          "overrides --backbone/--max-prompt-tokens/--num-layers")
+    ap.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                    help="how the encoder runs on CPU: heads train on that runtime's features (onnx-int8: ONNX "
+                         "Runtime with int8 weights)")
     ap.add_argument("--hidden", type=int, default=256, help="MLP width (0 = linear head)")
     ap.add_argument("--num-buckets", type=int, default=10, help="classification: quantile buckets")
     ap.add_argument("--model-dim", type=int, default=8, help="model-name embedding size")
@@ -77,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.finetune and args.ensemble > 1:
         ap.error("--ensemble trains heads on frozen features; it cannot be combined with --finetune")
+    if args.finetune and args.runtime != "torch":
+        ap.error("--finetune needs --runtime torch (gradients)")
     if args.init_encoder and args.finetune:
         ap.error("--init-encoder trains a head on that encoder's features; it cannot be combined with --finetune")
     args.num_layers = args.num_layers or None  # 0: every layer
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_labelled(args.data, demo_tokenizer(args.tokenizer), args.max_rows)
     parts = split_rows(rows, args.split_seed)
     encoder, tuned = build_encoder(args)
+    encoder.use_runtime(args.runtime)
     # the cache is keyed by depth; a depth-cut encoder caches only its own (cheaper) states
     full = encoder
     feat = feature_config(args, encoder)
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "format_version": FORMAT_VERSION,
         "name": args.name or default_name(args, encoder),
         "encoder": {"backbone": backbone_name(encoder.backbone), "max_prompt_tokens": args.max_prompt_tokens,
-                    "num_layers": encoder.num_layers,
+                    "num_layers": encoder.num_layers, "runtime": encoder.runtime,
                     "finetuned_layers": args.finetune_layers if tuned and not args.lora_rank else 0,
                     "init_encoder": args.init_encoder,
                     "lora": {"rank": args.lora_rank, "scale": args.lora_scale} if tuned and args.lora_rank else None},
@@ -213,7 +220,8 @@ def default_name(args, encoder: Encoder) -> str:
         mode = f"ft{args.finetune_layers}(from {Path(args.init_encoder).name})"
     lexical = "+lexical" if args.lexical else ""
     ensemble = f"x{args.ensemble}" if args.ensemble > 1 else ""
-    return f"{base}-{mode}{lexical}+{args.head}{ensemble}"
+    runtime = "" if args.runtime == "torch" else f"-{args.runtime}"
+    return f"{base}-{mode}{runtime}{lexical}+{args.head}{ensemble}"
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def test_shipped_recipe_reproduces_the_default_checkpoint():
     assert args.lexical == shipped["features"]["lexical"]
     assert args.max_prompt_tokens == shipped["encoder"]["max_prompt_tokens"]
     assert args.init_encoder == shipped["encoder"].get("init_encoder")
+    assert args.runtime == shipped["encoder"].get("runtime", "torch")
     assert parse_args(["--data", "x", "--out", "y", "--num-layers", "0"]).num_layers is None  # 0 = all layers
 
 
