@@ -36,3 +36,31 @@ def test_tiny_replay_ssjf(serve_instance, tmp_path):
     assert summary["loads"]["1"]["workloads"][0]["num_requests"] == 12
     for name in ("jct_cdf.png", "jct_bars.png", "queue_length.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(150, func_only=True)
+def test_tiny_replay_arms_side_by_side(serve_instance, tmp_path):
+    """--concurrent: both arms on their own apps at once, identical requests, apps deleted afterwards."""
+    from ray import serve
+
+    args = parse_args(["--trace", str(FIXTURE_TRACE), "--prompts", str(FIXTURE_PROMPTS), "--out", str(tmp_path),
+                       "--num-requests", "10", "--policies", "fcfs,ssjf", "--concurrent", "--num-replicas", "1",
+                       "--max-batch-size", "2", "--output-scale", "0.02", "--max-output-tokens", "6",
+                       "--max-prompt-tokens", "32", "--service-rate-rps", "4", "--load", "1.0",
+                       "--drain-timeout-s", "30", "--rounds", "1", "--client-max-tokens", "64"])
+    tokenizer = demo_tokenizer()
+    pool = load_prompt_rows(args.prompts, tokenizer, split_seed=0, split="test")
+    offsets = window(read_trace(args.trace), args.num_requests)
+    report = write_outputs(tmp_path, args, {**run_rounds(serve_instance, args, pool, offsets, tokenizer), "wall_s": 0.0})
+
+    assert set(report["policies"]) == {"fcfs", "ssjf"} and report["setup"]["concurrent"] is True
+    for policy, s in report["policies"].items():
+        assert s["num_requests"] == 10 and s["num_errors"] == 0, (policy, s["errors"])
+        assert s["num_length_mismatches"] == 0
+    rows = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    by_arm = {p: sorted((r["index"], r["expected_output_tokens"]) for r in rows if r["policy"] == p)
+              for p in ("fcfs", "ssjf")}
+    assert by_arm["fcfs"] == by_arm["ssjf"] and len(by_arm["fcfs"]) == 10
+    assert not any(name.startswith("arm") for name in serve.status().applications)

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "served model's own labels {prompt, output_tokens, finish_reason} (default "
                         f"{DEFAULT_LABELS}, or the committed fixture when absent); needs --model or --config; "
                         "its own preset")
+    p.add_argument("--concurrent", action="store_true",
+                   help="serve every arm of a round at the same time, each on its own app, so the machine's "
+                        "speed drift hits all arms alike (load is then per arm, calibrated side by side)")
     p.add_argument("--config", help="app config YAML (default: configs/default.yaml)")
     p.add_argument("--model", help="engine.model (default: demo with its predictor, deployments.config.DEMO_OVERRIDES, "
                                    "unless --config is given: then the config's model)")

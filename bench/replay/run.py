@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench.replay import client
+from bench.replay import client, concurrent
 from bench.replay.cli import config_overrides, parse_args
 from bench.replay.metrics import Slo, summarize
 from bench.replay.plots import write_plots
@@ -101,13 +101,21 @@ def warm_up(base_url: str, pool, slots: int, seed: int) -> None:
         raise RuntimeError(f"warm-up requests failed: {bad}")
 
 
+def calibration_items(args, pool, tokenizer, slots: int) -> list:
+    return build_workload(np.zeros(50 * slots), pool, args.seed + CALIBRATION_SEED_OFFSET,
+                          **workload_options(args, tokenizer))
+
+
 def calibrate(base_url: str, args, pool, tokenizer, slots: int) -> dict:
     """Closed loop with 2 x slots in flight for calibration_s; output tokens/s of the requests that
     finished after a ramp of a quarter of the window (natural: of every token streamed after it)."""
-    items = build_workload(np.zeros(50 * slots), pool, args.seed + CALIBRATION_SEED_OFFSET,
-                           **workload_options(args, tokenizer))
+    items = calibration_items(args, pool, tokenizer, slots)
+    return calibration_rate(asyncio.run(client.closed_loop(base_url, items, 2 * slots, args.calibration_s)),
+                            args, slots)
+
+
+def calibration_rate(results: list, args, slots: int) -> dict:
     duration_s = args.calibration_s
-    results = asyncio.run(client.closed_loop(base_url, items, 2 * slots, duration_s))
     ramp_s = duration_s / 4
     done = [r for r in results if r.ok and r.finished_s >= ramp_s]
     window_s = duration_s - ramp_s
@@ -175,10 +183,12 @@ def run_rounds(base_url: str, args, pool, offsets_s, tokenizer) -> dict:
                 return cache["items"]
 
             summaries, raw = {}, {}
-            for arm in rotated(args.arms, round_index):
-                results, samples, summary = deploy_and_replay(base_url, args, arm, items_for, state)
-                summaries[arm.label], raw[arm.label] = summary, (results, samples)
-                log(f"round {round_index} load {load:g} {arm.label}: mean JCT {summary['mean_jct_s']:.2f} s, "
+            outcomes = (concurrent.replay_round(base_url, args, items_for, state) if args.concurrent else
+                        ((arm.label, deploy_and_replay(base_url, args, arm, items_for, state))
+                         for arm in rotated(args.arms, round_index)))
+            for label, (results, samples, summary) in outcomes:
+                summaries[label], raw[label] = summary, (results, samples)
+                log(f"round {round_index} load {load:g} {label}: mean JCT {summary['mean_jct_s']:.2f} s, "
                     f"p99 {summary['p99_jct_s']:.2f} s, errors {summary['num_errors']}")
             entry["rounds"].append({label: summaries[label] for label in args.labels})
             entry["raw"].append({label: raw[label] for label in args.labels})
@@ -236,7 +246,7 @@ def setup(args) -> dict:
     return {
         "command": " ".join(["python -m bench.replay"] + sys.argv[1:]), "trace": args.trace,
         "prompts": args.prompts, "split": args.split, "split_seed": args.split_seed, "batching": args.batching,
-        "natural": args.natural,
+        "natural": args.natural, "concurrent": args.concurrent,
         "num_replicas": args.num_replicas, "max_batch_size": args.max_batch_size, "loads": args.loads,
         "rounds": args.rounds, "arms": {arm.label: arm.overrides for arm in args.arms},
         "output_scale": args.output_scale, "max_output_tokens": args.max_output_tokens,
@@ -259,7 +269,7 @@ def run(args) -> dict:
     log(f"{len(pool)} {args.split}-split prompts (split seed {args.split_seed}) from {args.prompts}; "
         f"{len(offsets_s)} arrivals from {args.trace}; {args.rounds} rounds x loads {args.loads} x {args.labels}")
     started = time.monotonic()
-    with serve_session(cpus_needed(config)) as base_url:
+    with serve_session(cpus_needed(config) * (len(args.arms) if args.concurrent else 1)) as base_url:
         result = run_rounds(base_url, args, pool, offsets_s, tokenizer)
     return write_outputs(Path(args.out), args, {**result, "wall_s": time.monotonic() - started})
 
