@@ -17,6 +17,9 @@ def result(index: int, predicted: float, tokens: int, jct_s: float, ok: bool = T
 def test_options_turn_online_learning_on():
     args = parse_args(["--quick", "--min-labels", "60", "--set", "scheduler.max_wait_s=20"])
     assert args.num_requests == 600 and args.client_max_tokens == args.max_output_tokens
+    from bench.replay.run import workload_options
+
+    assert args.natural is False and workload_options(args, None)["natural"] is False  # bench.replay reads them
     assert args.set[:3] == ["predictor.online.enabled=True", "predictor.online.min_labels=60",
                             "predictor.online.refit_every=50"] and args.set[-1] == "scheduler.max_wait_s=20"
     with pytest.raises(SystemExit):

@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # what bench.replay's config_overrides / timed_workload / run_policy read
     args.set = [*(f"{k}={v}" for k, v in {**ONLINE, "predictor.online.min_labels": args.min_labels,
                                           "predictor.online.refit_every": args.refit_every}.items()), *args.set]
-    for key, value in {"config": None, "model": None, "batching": "continuous", "num_replicas": 2,
+    for key, value in {"config": None, "model": None, "natural": False, "batching": "continuous", "num_replicas": 2,
                        "max_batch_size": 2, "client_max_tokens": args.max_output_tokens, "max_span_s": float("inf"),
                        "poll_interval_s": 0.25, "slo_jct_base_s": 5.0, "slo_jct_per_token_s": 0.05}.items():
         setattr(args, key, value)
