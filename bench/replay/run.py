@@ -62,20 +62,24 @@ def workload_options(args, tokenizer) -> dict:
 
 
 def timed_workload(args, pool, offsets_s, tokenizer, rate: dict, load: float, seed: int):
-    """Build the round's requests, then scale the window's gaps so that the offered work is `load` x
-    capacity: `rate` is {"output_tokens_per_s"} from the calibration (service rate = that / this
-    workload's own mean length, so a round of longer jobs is not heavier) or {"service_rps"} pinned by
-    --service-rate-rps. Arrivals later than max_span_s are dropped."""
+    """Build the round's requests, then scale the gaps so that the offered work is `load` x capacity:
+    `rate` is {"output_tokens_per_s"} from the calibration (service rate = that / this workload's own
+    mean length, so a round of longer jobs is not heavier) or {"service_rps"} pinned by
+    --service-rate-rps. Only the first target_rps x max_span_s + 1 arrivals are kept, and *they* are
+    scaled to the target rate, so the replayed span carries the stated load (scaling the whole window
+    and cutting it at max_span_s replayed whatever density its first seconds had: load 0.6 for 1.2)."""
     items = build_workload(offsets_s, pool, seed, **workload_options(args, tokenizer))
     mean_tokens = float(np.mean([it.output_tokens for it in items]))
     service_rps = rate.get("service_rps") or rate["output_tokens_per_s"] / mean_tokens
-    scaled = scale_to_rate(offsets_s, load * service_rps)
-    items = [replace(it, arrival_s=float(t)) for it, t in zip(items, scaled) if t <= args.max_span_s]
-    kept = scaled[scaled <= args.max_span_s]
-    return items, {"target_rps": load * service_rps, "service_rps": service_rps, "mean_output_tokens": mean_tokens,
-                   "num_requests": len(items), "arrival_span_s": float(kept[-1]),
-                   "offered_rps": mean_rate_rps(kept) if len(kept) > 1 else float("nan"),
-                   "dropped_beyond_max_span": int(scaled.size - kept.size)}
+    target_rps = load * service_rps
+    n = len(offsets_s) if not np.isfinite(args.max_span_s) else min(len(offsets_s), int(target_rps * args.max_span_s) + 1)
+    n = max(n, 2)
+    scaled = scale_to_rate(np.asarray(offsets_s[:n]), target_rps)
+    items = [replace(it, arrival_s=float(t)) for it, t in zip(items[:n], scaled)]
+    return items, {"target_rps": target_rps, "service_rps": service_rps,
+                   "mean_output_tokens": float(np.mean([it.output_tokens for it in items])),
+                   "num_requests": len(items), "arrival_span_s": float(scaled[-1]),
+                   "offered_rps": mean_rate_rps(scaled), "dropped_beyond_max_span": int(len(offsets_s) - n)}
 
 
 async def wait_idle(base_url: str, timeout_s: float = 30.0) -> None:
