@@ -87,7 +87,7 @@ class OnlineLearner:
         self.predictor, self.config = predictor, config
         self.pending = PendingFeatures(max_pending)
         self.buffer = LabelBuffer(config.buffer_size)
-        self.recent: deque[tuple[float, int]] = deque(maxlen=ROLLING_WINDOW)  # (predicted, true)
+        self.recent: deque[tuple[float, float]] = deque(maxlen=ROLLING_WINDOW)  # (predicted, true)
         self.num_refits, self.last_refit = 0, None
         self._labels_at_last_refit = self._labels_at_last_save = 0
         self._refit: Future | None = None
@@ -105,13 +105,15 @@ class OnlineLearner:
     def forget(self, request_id: str) -> None:
         self.pending.pop(request_id)
 
-    def observe(self, request_id: str, output_tokens: int, finish_reason: str) -> bool:
-        """Record a finished request's label; True if it was one (known request, stop/length)."""
+    def observe(self, request_id: str, label_tokens: float, finish_reason: str) -> bool:
+        """Record a finished request's label — its output length in the predictor's own units (the
+        caller undoes any scaling it applied to predictions) — True if it was one (known request,
+        stop/length, positive length)."""
         entry = self.pending.pop(request_id)
-        if entry is None or finish_reason not in LABEL_REASONS or output_tokens < 1:
+        if entry is None or finish_reason not in LABEL_REASONS or not label_tokens > 0:
             return False
-        self.buffer.add(entry.features, output_tokens, LABEL_REASONS[finish_reason])
-        self.recent.append((entry.predicted_tokens, int(output_tokens)))
+        self.buffer.add(entry.features, label_tokens, LABEL_REASONS[finish_reason])
+        self.recent.append((entry.predicted_tokens, float(label_tokens)))
         if self._refit_due():
             self.refit_now()
         elif self.config.save_dir and self.buffer.num_added - self._labels_at_last_save >= self.config.refit_every:

@@ -52,12 +52,12 @@ class LabelBuffer:
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._rows: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=capacity)
+        self._rows: deque[tuple[np.ndarray, float, bool]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
         self.num_added = 0  # ever, including rows since dropped and rows loaded from disk
 
-    def add(self, features: np.ndarray, output_tokens: int, censored: bool) -> None:
-        row = (np.asarray(features, dtype=np.float32), int(output_tokens), bool(censored))
+    def add(self, features: np.ndarray, output_tokens: float, censored: bool) -> None:
+        row = (np.asarray(features, dtype=np.float32), float(output_tokens), bool(censored))
         with self._lock:
             self._rows.append(row)
             self.num_added += 1
@@ -96,6 +96,6 @@ class LabelBuffer:
         if len(x) and x.shape[1] != in_dim:
             raise ValueError(f"{path}: features are {x.shape[1]}-d, the predictor's head takes {in_dim}")
         for row, tokens, cut in zip(x, y, censored):
-            self.add(row, int(tokens), bool(cut))
+            self.add(row, float(tokens), bool(cut))
         self.num_added = max(self.num_added, num_added)
         return True

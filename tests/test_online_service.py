@@ -47,3 +47,21 @@ def test_online_learning_off_by_default():
 
     asyncio.run(scenario())
     assert service.status()["online"] == {"enabled": False}
+
+
+@pytest.mark.timeout(120)
+def test_labels_are_kept_in_the_predictors_units_when_predictions_are_scaled():
+    """Predictions go out x length_scale, so labels come back / length_scale: a refit head then predicts
+    in the predictor's units like the shipped one, instead of being scaled a second time."""
+    service = PredictorService(PredictorConfig(length_scale=0.125, online=OnlineLearningConfig(
+        enabled=True, min_labels=1000, refit_every=1000)))
+
+    async def scenario():
+        raw = service._predictor.predict([PROMPTS[0]])[0]
+        assert await service.predict("r0", PROMPTS[0]) == pytest.approx(0.125 * raw, rel=1e-4)
+        service.on_finished("r0", 10, "stop")
+        service.on_ended("r0")
+
+    asyncio.run(scenario())
+    _, tokens, censored = service._online.buffer.arrays()
+    assert tokens.tolist() == [80.0] and censored.tolist() == [False]
