@@ -58,3 +58,17 @@ def test_perfect_predictions_beat_fcfs_where_requests_queue():
     out = simulated_thirds(rows, SETUP)
     fcfs, ssjf = out["mean_jct_s"]["fcfs"], out["mean_jct_s"]["ssjf"]
     assert sum(ssjf.values()) < sum(fcfs.values())
+
+
+@pytest.mark.timeout(60)
+def test_frozen_arm_replays_the_ssjf_workload_with_other_predictions():
+    """Frozen predictions equal to the live ones give the live SSJF arm's JCT; perfect ones beat it."""
+    rows = _rows()
+    live = {r["index"]: r["predicted_output_tokens"] for r in rows if r["policy"] == "ssjf"}
+    same = [live[i] for i in range(1 + max(live))]
+    out = simulated_thirds(rows, SETUP, frozen_predicted_tokens=same)
+    assert out["mean_jct_s"]["ssjf_frozen"] == out["mean_jct_s"]["ssjf"]
+    assert out["jct_online_over_frozen_last_third"] == pytest.approx(1.0)
+    true = {r["index"]: float(r["expected_output_tokens"]) for r in rows if r["policy"] == "ssjf"}
+    oracle = simulated_thirds(rows, SETUP, frozen_predicted_tokens=[true[i] for i in range(1 + max(true))])
+    assert sum(oracle["mean_jct_s"]["ssjf_frozen"].values()) < sum(oracle["mean_jct_s"]["ssjf"].values())

@@ -46,12 +46,15 @@ def test_headline_checks_the_done_when():
                 "summary": {"num_errors": 0}, "predictor": {"online": {"num_refits": 7, "version": 3}}}
 
     reference = {"tau_offline_fresh": 0.52, "tau_offline_warm_start": 0.49, "tau_current_head": 0.33}
-    sim_better = {"jct_ssjf_over_fcfs_first_third": 0.95, "jct_ssjf_over_fcfs_last_third": 0.8}
-    sim_worse = {"jct_ssjf_over_fcfs_first_third": 0.9, "jct_ssjf_over_fcfs_last_third": 0.92}
+    sim_better = {"jct_ssjf_over_fcfs_first_third": 0.95, "jct_ssjf_over_fcfs_last_third": 0.8,
+                  "jct_online_over_frozen_last_third": 0.9}
+    sim_worse = {"jct_ssjf_over_fcfs_first_third": 0.9, "jct_ssjf_over_fcfs_last_third": 0.92,
+                 "jct_online_over_frozen_last_third": 1.02}
     out = headline({"fcfs": arm(2.0, 2.0), "ssjf": arm(1.8, 1.5)}, reference, sim_better)
     assert out["num_refits"] == 7 and out["jct_ssjf_over_fcfs_last_third"] == pytest.approx(0.75)
     assert out["drift_free"] is sim_better
     assert out["done_when"] == {"tau_gain_ge_0.15": True, "tau_last_within_0.03_of_offline": True,
-                                "jct_ratio_last_lt_first": True, "jct_ratio_last_lt_first_drift_free": True}
+                                "jct_ratio_last_lt_first": True, "jct_ratio_last_lt_first_drift_free": True,
+                                "online_beats_frozen_last_third_drift_free": True}
     worse = headline({"fcfs": arm(2.0, 2.0), "ssjf": arm(1.8, 1.9, last_tau=0.4)}, reference, sim_worse)
     assert not any(worse["done_when"].values())

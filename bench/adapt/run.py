@@ -5,12 +5,14 @@
 Invariant: FCFS and SSJF replay the identical requests (prompts, replayed lengths, arrival times), each
 on a freshly deployed app with `predictor.online` on; FCFS runs first and measures the service rate, so
 no calibration request ever teaches the SSJF arm's predictor. Every prompt is replayed once, so each
-prediction is for a prompt whose label the learner has not seen. Thirds are by arrival order. The
-offline references are trained on the rows outside the last third and measured on the last third.
-The two arms run one after the other, so the machine's speed may differ between them; `drift_free`
-replays both in the simulator at one fitted speed (bench/adapt/drift_free.py) and repeats the JCT ratios.
-The last stdout line is JSON (`tau_first_third`, `tau_last_third`, `num_refits`,
-`jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline taus, `drift_free`, done-when checks).
+prediction is for a prompt whose label the learner has not seen. Thirds are by arrival order, and each
+third carries the same offered load (bench/adapt/arrivals.py). The offline references are trained on the
+rows outside the last third and measured on the last third. The two arms run one after the other, so the
+machine's speed may differ between them; `drift_free` replays both in the simulator at one fitted speed
+(bench/adapt/drift_free.py), plus SSJF with the shipped head frozen (its predictions for the same
+requests), which isolates what the learning changed. The last stdout line is JSON (`tau_first_third`,
+`tau_last_third`, `num_refits`, `jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline
+taus, `drift_free`, done-when checks).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
+from bench.adapt.arrivals import even_load_thirds, thirds
 from bench.adapt.cli import parse_args
 from bench.adapt.drift_free import simulated_thirds
 from bench.common import cpus_needed, deployed_app, load_app_config, serve_session
@@ -72,19 +75,16 @@ def run_arm(base_url: str, args, policy: str, state: dict) -> dict:
         if state["rate"] is None:
             state["rate"] = {"output_tokens_per_s": calibrate_output_rate(base_url, args, state, slots_of(config))}
         if state["items"] is None:
-            state["items"], state["timing"] = timed_workload(args, state["pool"], state["offsets_s"],
-                                                             state["tokenizer"], state["rate"], args.load, args.seed)
+            items, timing = timed_workload(args, state["pool"], state["offsets_s"], state["tokenizer"],
+                                           state["rate"], args.load, args.seed)
+            state["items"], per_third = even_load_thirds(items, state["rate"]["output_tokens_per_s"], args.load)
+            state["timing"] = {**timing, **per_third}
         asyncio.run(wait_idle(base_url))
         results, _, summary = run_policy(base_url, policy, state["items"], args, config.scheduler.max_wait_s)
         status = scheduler_status(base_url)
     log(f"{policy}: mean JCT {summary['mean_jct_s']:.2f} s, errors {summary['num_errors']}")
     return {"results": results, "summary": summary, "predictor": status.get("predictor", {}),
             "checkpoint": config.predictor.checkpoint}
-
-
-def thirds(n: int) -> dict[str, range]:
-    return {"first_third": range(0, n // 3), "middle_third": range(n // 3, 2 * n // 3),
-            "last_third": range(2 * n // 3, n)}
 
 
 def third_metrics(results: list) -> dict:
@@ -100,18 +100,21 @@ def third_metrics(results: list) -> dict:
     return out
 
 
-def offline_reference(items: list, checkpoint, seed: int) -> dict:
-    """Heads trained offline on the rows outside the last third, tau on the last third."""
+def offline_reference(items: list, checkpoint, length_scale: float, seed: int) -> tuple[dict, np.ndarray]:
+    """Heads trained offline on the rows outside the last third, tau on the last third; and the shipped
+    head's predictions for every item, in the router's units (x length_scale), as a frozen router would
+    have queued them."""
     from proxy_model import load_predictor
     from proxy_model.online_reference import reference_taus
 
     predictor = load_predictor(checkpoint)
-    _, features = predictor.predict_with_features([it.prompt for it in items])
+    predicted, features = predictor.predict_with_features([it.prompt for it in items])
     tokens = np.array([it.output_tokens for it in items], dtype=float)
     censored = np.array([it.output_tokens >= it.max_tokens for it in items])
     last = thirds(len(items))["last_third"]
-    return reference_taus(predictor, features.numpy(), tokens, censored, np.arange(last.start),
+    taus = reference_taus(predictor, features.numpy(), tokens, censored, np.arange(last.start),
                           np.arange(last.start, last.stop), seed)
+    return taus, length_scale * np.asarray(predicted, dtype=float)
 
 
 def run_setup(args, config) -> dict:
@@ -121,11 +124,12 @@ def run_setup(args, config) -> dict:
             "scheduler": scheduler, "client_max_tokens": args.client_max_tokens, "load": args.load}
 
 
-def drift_free(arms: dict, setup: dict, seed: int) -> dict:
+def drift_free(arms: dict, setup: dict, frozen_predicted_tokens: np.ndarray, seed: int) -> dict:
     rows = [{"policy": arm, **asdict(r)} for arm in ARMS for r in arms[arm]["results"]]
     scheduler = setup["scheduler"]
     return simulated_thirds(rows, Setup(setup["batching"], setup["num_replicas"], setup["max_batch_size"],
-                                        0.01, scheduler, {}, setup["client_max_tokens"], setup["load"]), seed)
+                                        0.01, scheduler, {}, setup["client_max_tokens"], setup["load"]),
+                            seed, frozen_predicted_tokens)
 
 
 def headline(arms: dict, reference: dict, sim: dict) -> dict:
@@ -147,7 +151,8 @@ def headline(arms: dict, reference: dict, sim: dict) -> dict:
                           "tau_last_within_0.03_of_offline": last >= best_offline - 0.03,
                           "jct_ratio_last_lt_first": ratio["last_third"] < ratio["first_third"],
                           "jct_ratio_last_lt_first_drift_free":
-                              sim["jct_ssjf_over_fcfs_last_third"] < sim["jct_ssjf_over_fcfs_first_third"]},
+                              sim["jct_ssjf_over_fcfs_last_third"] < sim["jct_ssjf_over_fcfs_first_third"],
+                          "online_beats_frozen_last_third_drift_free": sim["jct_online_over_frozen_last_third"] < 1},
             "errors": {arm: arms[arm]["summary"]["num_errors"] for arm in ARMS}}
 
 
@@ -185,9 +190,9 @@ def main(argv=None) -> None:
             arms[policy] = run_arm(base_url, args, policy, state)
             arms[policy]["thirds"] = third_metrics(arms[policy]["results"])
     log("offline references (features of the replayed prompts, heads trained outside the last third)")
-    reference = offline_reference(state["items"], arms["ssjf"]["checkpoint"], args.seed)
-    log("drift-free JCT: both arms replayed in the simulator at one fitted machine speed")
-    sim = drift_free(arms, state["setup"], args.seed)
+    reference, frozen = offline_reference(state["items"], arms["ssjf"]["checkpoint"], args.output_scale, args.seed)
+    log("drift-free JCT: both arms, and SSJF with the shipped head frozen, in the simulator at one fitted speed")
+    sim = drift_free(arms, state["setup"], frozen, args.seed)
     report = {**headline(arms, reference, sim), "offline_reference": reference, "wall_s": time.monotonic() - started}
     write_outputs(Path(args.out), args, state, arms, report)
     for arm in ARMS:
