@@ -172,6 +172,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "sim-aging": aging_block,
     "sim-paper": paper_block,
     "replay-full": replay_block("replay_full_summary.json"),
+    "replay-concurrent": replay_block("replay_concurrent_summary.json"),
     "replay-sweep": sweep_block,
 }
 
