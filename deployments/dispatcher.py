@@ -35,6 +35,10 @@ class Dispatcher:
             raise DuplicateRequestError(f"request {record.request_id!r} is already waiting or running")
         return self.scheduler.grant_now(record, self._clock())
 
+    def withdraw_predicting(self, request_id: str) -> None:
+        """A request `grant_now` refused ended before it was queued: later arrivals may go first again."""
+        self.scheduler.withdraw_predicting(request_id)
+
     async def acquire(self, record: RequestRecord, timeout_s: float, requeue: bool = False) -> Lease:
         """Queue `record` and wait until the scheduler grants it a lease.
 

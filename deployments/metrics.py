@@ -6,6 +6,7 @@ returns, so the endpoint and the Prometheus series are fed by the same calls and
 
 from __future__ import annotations
 
+import time
 from collections import Counter as CountMap
 from typing import Any
 
@@ -14,6 +15,9 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 _SECONDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 _TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 _RATIOS = [0.125, 0.25, 0.5, 0.8, 1.0, 1.25, 2, 4, 8]
+# re-record an unchanged gauge this often: Ray's agent evicts a series not re-recorded within 2 export
+# intervals (2 x max(metrics_report_interval_ms, 1 s); 20 s at Ray's default 10 s interval)
+GAUGE_REFRESH_S = 5.0
 
 METRIC_NAMES = {
     "queue_length": "ssjf_queue_length",
@@ -72,12 +76,13 @@ class RouterMetrics:
         self.rejections: CountMap[str] = CountMap()
         self.completions: CountMap[str] = CountMap()
         self.sums: CountMap[str] = CountMap()
-        self._gauge_values: dict[tuple, float] = {}
+        self._gauge_values: dict[tuple, tuple[float, float]] = {}  # key -> (value, recorded at)
 
     def observe_queue(self, num_waiting: int, waiting_predicted_tokens: float,
                       in_flight_by_replica: dict[str, int]) -> None:
-        """Set the queue gauges; a gauge is recorded only when its value changed (a Ray gauge keeps its
-        last value), so an idle cluster of many replicas costs no metric calls."""
+        """Set the queue gauges; a gauge is recorded when its value changed or every GAUGE_REFRESH_S
+        (Ray's metrics agent drops a gauge series not re-recorded within two export intervals), so an
+        idle cluster of many replicas costs one call per gauge per GAUGE_REFRESH_S."""
         self._set_if_changed(self._queue_length, num_waiting)
         self._set_if_changed(self._queue_predicted_tokens, waiting_predicted_tokens)
         for replica_id, num_running in in_flight_by_replica.items():
@@ -85,8 +90,10 @@ class RouterMetrics:
 
     def _set_if_changed(self, gauge: Gauge, value: float, **tags: str) -> None:
         key = (gauge, tuple(tags.items()))
-        if self._gauge_values.get(key) != value:
-            self._gauge_values[key] = value
+        now_s = time.monotonic()
+        last = self._gauge_values.get(key)
+        if last is None or last[0] != value or now_s - last[1] >= GAUGE_REFRESH_S:
+            self._gauge_values[key] = (value, now_s)
             gauge.set(value, tags=tags or None)
 
     def observe_dispatch(self, queue_wait_s: float) -> None:

@@ -101,6 +101,7 @@ class RequestRunner:
             raise
         finally:
             prediction.cancel()
+            self._dispatcher.withdraw_predicting(parsed.request_id)
             self._predictor.on_ended(parsed.request_id)
             if ending == "cancelled":
                 self._metrics.observe_cancelled()

@@ -7,8 +7,10 @@ active -> draining -> forgotten, or to dead (see router.replicas); when a replic
 the leases it loses end here first and their `lost` signals fire last, so subscribers see a
 consistent scheduler. A request goes to the replica with the most free slots (ties: least recently
 dispatched to, then id); the order among waiters comes only from the policy key (router.policy). A
-request arriving to an empty queue and a free slot may be granted before it is predicted (`grant_now`);
-a waiting request always has its prediction.
+request arriving to an empty queue and a free slot may be granted before it is predicted (`grant_now`),
+but not while an earlier arrival is still being predicted (it would overtake it): a request refused by
+`grant_now` counts as predicting until it arrives (`on_arrival`) or is withdrawn (`withdraw_predicting`).
+A waiting request always has its prediction.
 Starvation guard: a slot goes to the oldest waiter once its wait is within `guard_lead_s` of
 `max_wait_s`, where the lead is GUARD_LEAD_RELEASES mean slot-release intervals (measured only
 while requests wait, capped at half the bound), so its start, not just its turn, comes by the bound.
@@ -40,6 +42,7 @@ class Scheduler:
         self._queue = WaitQueue(self.policy, self.aging, self.config.max_wait_s)
         self._replicas = ReplicaTable()
         self._leases: dict[str, Lease] = {}
+        self._predicting: set[str] = set()  # refused by grant_now, not yet arrived nor withdrawn
         self._dispatch_seq = 0
         self._release_interval_s: float | None = None  # EWMA over releases while requests wait
         self._last_busy_release_s: float | None = None
@@ -103,20 +106,28 @@ class Scheduler:
 
     def on_arrival(self, rec: RequestRecord, now_s: float) -> list[Lease]:
         """Enqueue a new request; raises QueueFullError when it would have to wait in a full queue."""
+        self._predicting.discard(rec.request_id)
         self.check_admission(rec.request_id)
         self._queue.push(rec)
         return self._dispatch(now_s)
 
     def grant_now(self, rec: RequestRecord, now_s: float) -> Lease | None:
-        """A lease at once when no one waits and a slot is free: the policy has nothing to reorder, so
-        the request needs no prediction (`predicted_output_tokens` may still be None). Otherwise None,
-        and nothing changed: the caller predicts and calls `on_arrival`. Raises what `on_arrival` would
+        """A lease at once when no one waits or is being predicted and a slot is free: the policy has
+        nothing to reorder, so the request needs no prediction (`predicted_output_tokens` may still be
+        None). Otherwise None, and the request counts as predicting: the caller predicts and calls
+        `on_arrival`, or `withdraw_predicting` if it ends first. Raises what `on_arrival` would
         (duplicate; a record the policy cannot rank)."""
         self.check_admission(rec.request_id)
         self.policy.check(rec)
-        if self._queue or self._replicas.num_free_slots == 0:
+        if self._queue or self._predicting or self._replicas.num_free_slots == 0:
+            self._predicting.add(rec.request_id)
             return None
         return self._grant(rec, now_s)
+
+    def withdraw_predicting(self, request_id: str) -> None:
+        """The request refused by `grant_now` ended before `on_arrival` (cancelled, failed); no-op
+        for any other id."""
+        self._predicting.discard(request_id)
 
     def requeue(self, rec: RequestRecord, now_s: float) -> list[Lease]:
         """Put a request back keeping its arrival time; ignores max_queue_len. A lease it still holds
@@ -153,6 +164,10 @@ class Scheduler:
     @property
     def num_waiting(self) -> int:
         return len(self._queue)
+
+    @property
+    def num_predicting(self) -> int:
+        return len(self._predicting)
 
     @property
     def waiting_predicted_tokens(self) -> float:
@@ -193,6 +208,7 @@ class Scheduler:
             "max_wait_s": self.config.max_wait_s,
             "max_queue_len": self.config.max_queue_len,
             "num_waiting": self.num_waiting,
+            "num_predicting": self.num_predicting,
             "waiting_predicted_tokens": round(self.waiting_predicted_tokens, 2),
             "num_running": self.num_running,
             "num_free_slots": self.num_free_slots,

@@ -7,6 +7,7 @@ Requests start in SSJF order across the nodes, and removing a node mid-run loses
 This module starts its own cluster (ray.cluster_utils.Cluster), not the conftest single-node one.
 """
 import glob
+import os
 import subprocess
 import time
 from collections import Counter
@@ -47,6 +48,9 @@ def cluster_app():
     from deployments.app import app_from_config
     from deployments.config import DEMO_OVERRIDES, load_config
 
+    # Cluster writes the head's address to the *default* temp dir's ray_current_cluster even when the head
+    # uses another temp_dir, and fails if that dir does not exist (a fresh machine that never ran Ray)
+    os.makedirs(os.path.dirname(ray._private.utils.get_ray_address_file(None)), exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"head_node": 1}, "include_dashboard": False, "temp_dir": TEMP_DIR})
     try:

@@ -11,8 +11,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(400)]
 # Two replicas, one slot each (batching "none"), so starts are totally ordered by the router.
 # Queued requests fix their length with the benchmark-only stop field under a cap above every
 # prediction, so ssjf ranks them by the predictor (ignore_eos would make the key exactly max_tokens).
+# The starvation bound is far above any blocker's run: on a slow CI machine 1900-token blockers ran past
+# the default 30 s, and the guard then (rightly) started the queued requests oldest-first.
 BASE = {"engine.batching": "none", "engine_replicas.num_replicas": 2, "engine.max_context_tokens": 2048,
-        "router.allow_benchmark_fields": True}
+        "router.allow_benchmark_fields": True, "scheduler.max_wait_s": 600.0}
 QUEUED_MAX_TOKENS = 1536
 # Blockers must outlast the queueing steps on a quiet machine: engines now send ready tokens in chunks,
 # so 400 demo tokens ended in < 0.5 s and the queued requests never waited (CI, 2026-12-01).

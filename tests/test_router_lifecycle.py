@@ -121,6 +121,7 @@ def test_waiting_predicted_tokens_follow_the_queue():
 def test_grant_now_only_with_an_empty_queue_and_a_free_slot_and_nothing_else_changes():
     s = Scheduler(SchedulerConfig(policy="ssjf"))
     assert s.grant_now(RequestRecord("early", 0.0, None), 0.0) is None  # no replica yet
+    s.withdraw_predicting("early")  # it ended before its prediction (else it would go first, below)
     s.add_replica("r0", 1, 0.0)
     lease = s.grant_now(RequestRecord("a", 0.0, None), 0.5)
     assert lease.replica_id == "r0" and lease.queue_wait_s == 0.5 and s.num_running == 1
@@ -133,6 +134,21 @@ def test_grant_now_only_with_an_empty_queue_and_a_free_slot_and_nothing_else_cha
         with pytest.raises(DuplicateRequestError):
             s.grant_now(rec(waiting_or_running), 2.0)
     assert [granted.request_id for granted in s.release(lease, 2.0)] == ["b"]
+
+
+def test_grant_now_never_overtakes_an_earlier_arrival_still_being_predicted():
+    s = Scheduler(SchedulerConfig(policy="ssjf"))
+    s.add_replica("r0", 1, 0.0)
+    first = s.grant_now(RequestRecord("a", 0.0, None), 0.0)
+    assert s.grant_now(RequestRecord("b", 0.1, None), 0.1) is None and s.num_predicting == 1  # no slot
+    assert s.release(first, 0.2) == []  # the slot frees while b is being predicted
+    assert s.grant_now(RequestRecord("c", 0.3, None), 0.3) is None  # c does not overtake b
+    assert s.snapshot(0.3)["num_predicting"] == 2
+    granted = s.on_arrival(rec("b", 0.1, predicted=50.0), 0.4)
+    assert [g.request_id for g in granted] == ["b"]
+    s.withdraw_predicting("c")  # c ended (e.g. cancelled) before its prediction
+    s.withdraw_predicting("never-seen")  # no-op
+    assert s.num_predicting == 0 and s.num_waiting == 0
 
 
 def test_grant_now_refuses_what_the_policy_cannot_rank():
