@@ -31,9 +31,23 @@ def test_each_third_carries_the_target_load_and_keeps_its_bursts():
     # the last third's longer jobs arrive at half the rate
     assert timing["per_third"]["last_third"]["offered_rps"] == pytest.approx(
         timing["per_third"]["first_third"]["offered_rps"] / 2)
-    # inside a third the trace's gap pattern is kept (one factor per third)
+    # the first third keeps the trace's gaps (one factor): the burst
     inner = np.diff(arrival_s[1:30])
     assert np.allclose(inner, inner[0])
+
+
+@pytest.mark.timeout(60)
+def test_every_third_replays_the_windows_first_gaps():
+    rng = np.random.default_rng(0)
+    gaps = np.r_[0.0, rng.exponential(1.0, 89) * np.r_[np.full(29, 0.1), np.ones(60)]]
+    items = [Item(float(t), 10) for t in np.cumsum(gaps)]
+    out, _ = even_load_thirds(items, output_tokens_per_s=100.0, load=0.5)
+    arrival_s = np.array([it.arrival_s for it in out])
+    out_gaps = np.diff(arrival_s)  # out_gaps[i - 1] = the gap before request i
+    shapes = [out_gaps[lo - 1:lo + 28] / out_gaps[lo - 1] for lo in (1, 30, 60)]  # a third's first 29 gaps
+    expected = gaps[1:30] / gaps[1]
+    for shape in shapes:
+        assert np.allclose(shape, expected)
 
 
 @pytest.mark.timeout(60)
