@@ -83,12 +83,12 @@ class RouterMetrics:
         """Set the queue gauges; a gauge is recorded when its value changed or every GAUGE_REFRESH_S
         (Ray's metrics agent drops a gauge series not re-recorded within two export intervals), so an
         idle cluster of many replicas costs one call per gauge per GAUGE_REFRESH_S."""
-        self._set_if_changed(self._queue_length, num_waiting)
-        self._set_if_changed(self._queue_predicted_tokens, waiting_predicted_tokens)
+        self._record_gauge(self._queue_length, num_waiting)
+        self._record_gauge(self._queue_predicted_tokens, waiting_predicted_tokens)
         for replica_id, num_running in in_flight_by_replica.items():
-            self._set_if_changed(self._in_flight, num_running, engine_replica=replica_id)
+            self._record_gauge(self._in_flight, num_running, engine_replica=replica_id)
 
-    def _set_if_changed(self, gauge: Gauge, value: float, **tags: str) -> None:
+    def _record_gauge(self, gauge: Gauge, value: float, **tags: str) -> None:
         key = (gauge, tuple(tags.items()))
         now_s = time.monotonic()
         last = self._gauge_values.get(key)

@@ -63,8 +63,8 @@ class PredictorService:
         self._num_finished += 1
         # the learner labels in the predictor's own units: predictions are scaled by length_scale on
         # the way out, so a label is scaled back on the way in (else a refit head would be scaled twice)
-        label_tokens = output_tokens / self._config.length_scale
-        if self._online is not None and self._online.observe(request_id, label_tokens, finish_reason):
+        if self._online is not None and self._online.observe(
+                request_id, output_tokens / self._config.length_scale, finish_reason):
             self._online_metrics.observe(self._online.stats())
 
     def on_ended(self, request_id: str) -> None:

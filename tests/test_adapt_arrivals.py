@@ -24,6 +24,7 @@ def test_each_third_carries_the_target_load_and_keeps_its_bursts():
     assert [it.output_tokens for it in out] == tokens
     arrival_s = np.array([it.arrival_s for it in out])
     assert arrival_s[0] == 0.0 and np.all(np.diff(arrival_s) >= 0)
+    assert timing["offered_rps"] == pytest.approx((len(items) - 1) / arrival_s[-1])  # of the re-timed run
     for name, idx in thirds(len(items)).items():
         t = timing["per_third"][name]
         work_per_s = t["offered_rps"] * t["mean_output_tokens"]

@@ -21,11 +21,11 @@ def test_unchanged_gauge_is_re_recorded_only_after_the_refresh_interval(monkeypa
     router_metrics._gauge_values = {}
     gauge = RecordingGauge()
     for _ in range(3):
-        router_metrics._set_if_changed(gauge, 0.0)
+        router_metrics._record_gauge(gauge, 0.0)
     assert gauge.values == [(0.0, None)]  # repeated unchanged values cost nothing
-    router_metrics._set_if_changed(gauge, 2.0, engine_replica="r0")
-    router_metrics._set_if_changed(gauge, 2.0, engine_replica="r0")
+    router_metrics._record_gauge(gauge, 2.0, engine_replica="r0")
+    router_metrics._record_gauge(gauge, 2.0, engine_replica="r0")
     assert gauge.values[-1] == (2.0, {"engine_replica": "r0"}) and len(gauge.values) == 2
     clock[0] += metrics.GAUGE_REFRESH_S
-    router_metrics._set_if_changed(gauge, 0.0)
+    router_metrics._record_gauge(gauge, 0.0)
     assert gauge.values[-1] == (0.0, None) and len(gauge.values) == 3

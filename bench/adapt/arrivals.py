@@ -14,6 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from bench.replay.trace import mean_rate_rps
+
 
 def thirds(n: int) -> dict[str, range]:
     return {"first_third": range(0, n // 3), "middle_third": range(n // 3, 2 * n // 3),
@@ -24,7 +26,8 @@ def even_load_thirds(items: list, output_tokens_per_s: float, load: float) -> tu
     """`items` (arrival_s ascending) re-timed: each third gets the window's first gaps (the gap before
     a third's first request belongs to that third; the run's first request has none), scaled to the
     third's target rate load x output_tokens_per_s / its mean output tokens; and per third: target and
-    offered req/s, mean tokens, span."""
+    offered req/s, mean tokens, span; the whole run's span and offered req/s (they replace the ones
+    timed_workload reported for the arrivals before re-timing)."""
     if output_tokens_per_s <= 0 or load <= 0:
         raise ValueError(f"output_tokens_per_s and load must be > 0 (got {output_tokens_per_s}, {load})")
     arrival_s = np.array([it.arrival_s for it in items], dtype=float)
@@ -37,14 +40,15 @@ def even_load_thirds(items: list, output_tokens_per_s: float, load: float) -> tu
         lo = max(idx.start, 1)
         num_gaps = idx.stop - lo
         gaps_s = pattern_s[:num_gaps]
-        span_s = float(gaps_s.sum())
-        if span_s > 0:
-            out_gaps_s[lo:idx.stop] = gaps_s * (num_gaps / target_rps) / span_s
+        trace_span_s = float(gaps_s.sum())
+        if trace_span_s > 0:
+            out_gaps_s[lo:idx.stop] = gaps_s * (num_gaps / target_rps) / trace_span_s
         else:  # every arrival of the third at one instant in the trace: spread them evenly
             out_gaps_s[lo:idx.stop] = 1.0 / target_rps
-        per_third[name] = {"target_rps": target_rps, "mean_output_tokens": tokens,
-                           "span_s": float(out_gaps_s[lo:idx.stop].sum()),
-                           "offered_rps": num_gaps / max(float(out_gaps_s[lo:idx.stop].sum()), 1e-12)}
+        span_s = float(out_gaps_s[lo:idx.stop].sum())
+        per_third[name] = {"target_rps": target_rps, "mean_output_tokens": tokens, "span_s": span_s,
+                           "offered_rps": num_gaps / max(span_s, 1e-12)}
     new_arrival_s = np.cumsum(out_gaps_s)
     return ([replace(it, arrival_s=float(t)) for it, t in zip(items, new_arrival_s)],
-            {"per_third": per_third, "arrival_span_s": float(new_arrival_s[-1])})
+            {"per_third": per_third, "arrival_span_s": float(new_arrival_s[-1]),
+             "offered_rps": mean_rate_rps(new_arrival_s)})

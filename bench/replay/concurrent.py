@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from tqdm import tqdm
-
-import time
-
 import numpy as np
+from tqdm import tqdm
 
 from bench.common import load_app_config, wait_for_replicas
 from bench.replay import client
