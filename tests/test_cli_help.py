@@ -18,7 +18,7 @@ CLIS = {
     "bench.overhead": "main",
     "bench.load": "main", "bench.replay": "build_parser", "bench.sim": "parse_args", "bench.sim.live": "parse_args",
     "bench.demo": "parse_args", "deployments.serve_config": "parse_args", "deployments.serve_local": "parse_args",
-    "bench.capacity": "parse_args", "bench.adapt": "parse_args", "bench.guidellm_run": "parse_args",
+    "bench.capacity": "parse_args", "bench.adapt": "parse_args", "bench.adapt.models": "parse_args", "bench.guidellm_run": "parse_args",
 }
 ENTRY_MODULES = {"bench.load": "bench.load.run", "bench.replay": "bench.replay.cli", "bench.sim": "bench.sim.run",
                  "bench.capacity": "bench.capacity.run", "bench.adapt": "bench.adapt.cli"}
