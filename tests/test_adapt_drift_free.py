@@ -28,7 +28,7 @@ def _rows() -> list[dict]:
 @pytest.mark.timeout(60)
 def test_both_arms_get_finite_thirds_and_ratios():
     out = simulated_thirds(_rows(), SETUP)
-    assert set(out["mean_jct_s"]) == {"fcfs", "ssjf"}
+    assert set(out["mean_jct_s"]) == {"fcfs", "ssjf", "oracle"}
     for arm in out["mean_jct_s"].values():
         assert all(math.isfinite(v) and v > 0 for v in arm.values())
     assert out["cost"]["per_token_s"] > 0
@@ -72,3 +72,6 @@ def test_frozen_arm_replays_the_ssjf_workload_with_other_predictions():
     true = {r["index"]: float(r["expected_output_tokens"]) for r in rows if r["policy"] == "ssjf"}
     oracle = simulated_thirds(rows, SETUP, frozen_predicted_tokens=[true[i] for i in range(1 + max(true))])
     assert sum(oracle["mean_jct_s"]["ssjf_frozen"].values()) < sum(oracle["mean_jct_s"]["ssjf"].values())
+    # the oracle arm is that same replay with the true lengths as predictions
+    assert oracle["mean_jct_s"]["oracle"] == oracle["mean_jct_s"]["ssjf_frozen"]
+    assert out["jct_oracle_over_fcfs_last_third"] == pytest.approx(oracle["jct_frozen_over_fcfs_last_third"])
