@@ -1,6 +1,8 @@
-"""Shared fixtures. Ray-backed tests share one local Ray + Serve instance per test module (started
-lazily by the first test that asks for it, always shut down at the module's end, so a module may
-also start a multi-node cluster of its own)."""
+"""Shared fixtures. Ray-backed tests share one local Ray + Serve instance (started lazily by the first
+module that asks for it, kept for the next modules, shut down at the session's end). A module that
+starts a Ray of its own (a multi-node cluster, its own metrics interval) asks for `own_ray` first, which
+shuts the shared one down; the next module that needs it starts it again. Every module must delete the
+apps it deployed: at its end any leftover app is deleted and the module fails."""
 
 import os
 import socket
@@ -18,22 +20,66 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class SharedServe:
+    """The one shared local Ray cluster (2 CPUs) with Serve's HTTP proxy on a free loopback port."""
+
+    url: str | None = None
+
+    @classmethod
+    def start(cls) -> str:
+        if cls.url is None:
+            import ray
+            from ray import serve
+
+            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=RAY_TEMP_DIR,
+                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+                     logging_level="WARNING", _metrics_export_port=free_port())
+            port = free_port()
+            try:
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+            except BaseException:
+                ray.shutdown()
+                raise
+            cls.url = f"http://127.0.0.1:{port}"
+        return cls.url
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.url is not None:
+            import ray
+            from ray import serve
+
+            cls.url = None
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    SharedServe.stop()
+
+
+@pytest.fixture(scope="module")
+def own_ray():
+    """For a module that starts its own Ray: the shared instance is shut down first."""
+    SharedServe.stop()
+    yield
+
+
 @pytest.fixture(scope="module")
 def serve_instance():
-    """A local Ray cluster (2 CPUs) with Serve's HTTP proxy on a free loopback port; yields the base URL."""
-    import ray
+    """The shared Ray + Serve; yields the base URL. Apps the module left behind are deleted (and fail it)."""
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=RAY_TEMP_DIR,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
-             logging_level="WARNING", _metrics_export_port=free_port())
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    url = SharedServe.start()
+    yield url
+    if SharedServe.url is None:  # the module shut it down itself
+        return
+    leftover = list(serve.status().applications)
+    for name in leftover:
+        serve.delete(name)
+    assert not leftover, f"the module left Serve apps deployed: {leftover}"
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def autoscaled_app():
+def autoscaled_app(own_ray):
     import ray
     from ray import serve
 

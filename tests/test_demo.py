@@ -52,7 +52,7 @@ def test_help_shows_defaults(capsys, monkeypatch):
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_demo_ssjf_lets_short_requests_overtake():
+def test_demo_ssjf_lets_short_requests_overtake(own_ray):
     results = run_demo(log=lambda message: None)
     fcfs, ssjf = results["fcfs"], results["ssjf"]
     assert [r["name"] for r in fcfs] == ["L1", "L2", "L3", "L4", "S1", "S2", "S3", "S4"]  # send order

@@ -39,7 +39,7 @@ OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def cluster_app():
+def cluster_app(own_ray):
     """(cluster, router handle, base URL) with two engine replicas on each of three worker nodes."""
     import ray
     from ray import serve

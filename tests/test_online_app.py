@@ -6,6 +6,7 @@ import pytest
 import requests
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
+APP = "online_app"
 
 PROMPTS = [f"{ask} (request {i})" for i, ask in enumerate(
     ["Write a long story about a dragon", "hi", "List ten fruits", "Explain relativity in detail", "Say yes",
@@ -25,8 +26,9 @@ def wait_for(url: str, check, timeout_s: float = 60.0) -> dict:
 
 
 def prometheus_value(metrics_url: str, name: str) -> float | None:
+    """This module's app's series only: the endpoint may still export earlier modules' apps."""
     for line in requests.get(metrics_url, timeout=10).text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith(name + "{") and f'application="{APP}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -35,7 +37,7 @@ def test_labels_refit_and_cancel_through_the_app(serve_instance, deploy_app, met
     url = serve_instance
     deploy_app({"engine.max_batch_size": 2, "engine_replicas.num_replicas": 1, "router.allow_benchmark_fields": True,
                 "predictor.online": {"enabled": True, "min_labels": 12, "refit_every": 4, "holdout_fraction": 0.25,
-                                     "save_dir": str(tmp_path)}})
+                                     "save_dir": str(tmp_path)}}, name=APP)
     for i, prompt in enumerate(PROMPTS):  # stop after 1..8 tokens; those over 6 hit max_tokens (censored)
         body = {"prompt": prompt, "max_tokens": 6, "bench_stop_after_tokens": i % 8 + 1, "temperature": 0}
         r = requests.post(url + "/v1/completions", json=body, timeout=60)

@@ -72,13 +72,23 @@ def submit_in_order(handle, prompts, gap_s):
     return futures
 
 
+def release(blockers):
+    """Cancel the blockers: their slots free at once and the queue drains in the policy's order (waiting
+    for 1900 tokens instead cost ~60 s per test on a slow machine)."""
+    for blocker in blockers:
+        blocker.cancel()
+
+
 def start_order(results):
     return [r["id"] for r in sorted(results, key=lambda r: r["ssjf"]["dispatch_seq"])]
 
 
-def assert_queued_behind_blockers(handle, count):
-    status = handle.status.remote().result(timeout_s=30)["scheduler"]
-    assert status["num_waiting"] == count, status
+def assert_queued_behind_blockers(handle, count, timeout_s=30.0):
+    """Every one of `count` requests waits in the router's queue (queued once predicted: poll)."""
+    deadline = time.monotonic() + timeout_s
+    while (status := handle.status.remote().result(timeout_s=30)["scheduler"])["num_waiting"] != count:
+        assert time.monotonic() < deadline and status["num_waiting"] < count, status
+        time.sleep(0.05)
 
 
 def run_queued_behind_blockers(deploy_app, policy):
@@ -87,11 +97,9 @@ def run_queued_behind_blockers(deploy_app, policy):
     picked = distinct_by_prediction(4)
     blockers = occupy_all_slots(handle, 2)
     futures = submit_in_order(handle, [p for p, _ in reversed(picked)], gap_s=0.05)
-    time.sleep(0.3)
     assert_queued_behind_blockers(handle, len(picked))
-    results = [f.result(timeout_s=120) for f in futures]
-    [b.result(timeout_s=120) for b in blockers]
-    return results
+    release(blockers)
+    return [f.result(timeout_s=120) for f in futures]
 
 
 def test_ssjf_starts_shortest_predicted_first(deploy_app):
@@ -117,8 +125,9 @@ def test_request_past_max_wait_goes_next(deploy_app):
     patient = handle.generate.remote(prompt=long_prompt, max_tokens=QUEUED_MAX_TOKENS, bench_stop_after_tokens=2)
     time.sleep(max_wait_s + 0.3)
     fresh = submit_in_order(handle, [short] * 3, gap_s=0.02)
+    assert_queued_behind_blockers(handle, 4)
+    release(blockers)
     results = [patient.result(timeout_s=120)] + [f.result(timeout_s=120) for f in fresh]
-    [b.result(timeout_s=120) for b in blockers]
     assert results[0]["ssjf"]["queue_wait_s"] > max_wait_s
     first = min(results, key=lambda r: r["ssjf"]["dispatch_seq"])
     assert first["id"] == results[0]["id"], [(r["id"], r["timings"]) for r in results]

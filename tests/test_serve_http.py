@@ -8,6 +8,8 @@ import requests
 from ray import serve
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
+# the app's own name: Ray's Prometheus endpoint may still export series of earlier modules' apps
+APP = "serve_http"
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +19,13 @@ def app_url(serve_instance):
 
     config = load_config(None, {**DEMO_OVERRIDES, "engine.max_batch_size": 2, "engine_replicas.num_replicas": 1,
                                 "engine.max_context_tokens": 256})
-    handle = serve.run(app_from_config(config), name="default", route_prefix="/")
+    handle = serve.run(app_from_config(config), name=APP, route_prefix="/")
     deadline = time.monotonic() + 120
     while not handle.status.remote().result(timeout_s=30)["replicas"]:
         assert time.monotonic() < deadline, "engine replica never registered"
         time.sleep(0.2)
     yield serve_instance
-    serve.delete("default")
+    serve.delete(APP)
 
 
 def post(url, path, body, **kwargs):
@@ -139,7 +141,7 @@ def test_disconnect_cancels_and_frees_slot(app_url):
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class OtherApp:
     async def __call__(self, streamed: bool):
-        handle = serve.get_app_handle("default")
+        handle = serve.get_app_handle(APP)
         if not streamed:
             return await handle.generate.remote(prompt="from another app", max_tokens=3, ignore_eos=True)
         chunks = []
@@ -172,13 +174,15 @@ def test_prometheus_metrics_agree_with_status(app_url, metrics_url):
         text = requests.get(metrics_url, timeout=10).text
         samples = _prometheus_samples(text)
         completed = sum(v for (name, labels), v in samples.items()
-                        if name == "ray_ssjf_requests_completed_total" and 'finish_reason="length"' in labels)
+                        if name == "ray_ssjf_requests_completed_total" and 'finish_reason="length"' in labels
+                        and f'application="{APP}"' in labels)
         if completed == status["completions"].get("length"):
             break
         assert time.monotonic() < deadline, (status, [k for k in samples if "ssjf" in k[0]])
         time.sleep(2)
     rejected = sum(v for (name, labels), v in samples.items()
-                   if name == "ray_ssjf_rejections_total" and 'reason="invalid_request"' in labels)
+                   if name == "ray_ssjf_rejections_total" and 'reason="invalid_request"' in labels
+                   and f'application="{APP}"' in labels)
     assert rejected >= 1
     for name in ("ray_ssjf_queue_length", "ray_ssjf_jct_seconds_bucket", "ray_ssjf_queue_wait_seconds_bucket",
                  "ray_ssjf_ttft_seconds_bucket", "ray_ssjf_prediction_abs_error_tokens_bucket"):
