@@ -72,19 +72,24 @@ def replay_block(file: str) -> Callable[[], str]:
     return render
 
 
-def sweep_block() -> str:
-    summary = _load("replay_sweep_summary.json")
-    lines = [f"`{summary['setup']['command']}`", "",
-             "| load | FCFS mean JCT s | SSJF s | oracle s | SSJF / FCFS [95% CI] | capture | FCFS queued |",
-             "|---|---|---|---|---|---|---|"]
-    for load, rep in summary["loads"].items():
-        p, c = rep["policies"], rep["comparison"]
-        lo, hi = c["ssjf_over_fcfs_mean_jct_s_ci95"]
-        lines.append(f"| {load} | {p['fcfs']['mean_jct_s']:.2f} | {p['ssjf']['mean_jct_s']:.2f} | "
-                     f"{p['sjf-oracle']['mean_jct_s']:.2f} | {c['ssjf_over_fcfs_mean_jct_s']:.3f} "
-                     f"[{_fmt(lo, '{:.3f}')}, {_fmt(hi, '{:.3f}')}] | {_fmt(c.get('capture'), '{:.2f}')} | "
-                     f"{p['fcfs']['frac_queued']:.0%} |")
-    return "\n".join(lines) + "\n"
+def sweep_block(file: str) -> Callable[[], str]:
+    def render() -> str:
+        summary = _load(file)
+        lines = [f"`{summary['setup']['command']}`", "",
+                 "| load | FCFS mean JCT s | SSJF s | oracle s | SSJF / FCFS [95% CI] | oracle / FCFS [95% CI] | capture "
+                 "| FCFS queued | FCFS mean wait s |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for load, rep in summary["loads"].items():
+            p, c = rep["policies"], rep["comparison"]
+            cells = [f"{load}", *(f"{p[arm]['mean_jct_s']:.2f}" for arm in ("fcfs", "ssjf", "sjf-oracle"))]
+            for key in ("ssjf_over_fcfs_mean_jct_s", "sjf_oracle_over_fcfs_mean_jct_s"):
+                lo, hi = c.get(f"{key}_ci95") or (None, None)
+                cells.append(f"{_fmt(c.get(key), '{:.3f}')} [{_fmt(lo, '{:.3f}')}, {_fmt(hi, '{:.3f}')}]")
+            cells += [_fmt(c.get("capture"), "{:.2f}"), f"{p['fcfs']['frac_queued']:.0%}",
+                      _fmt(p["fcfs"].get("mean_queue_wait_s"), "{:.2f}")]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+    return render
 
 
 def sim_block(file: str) -> Callable[[], str]:
@@ -173,7 +178,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "sim-paper": paper_block,
     "replay-full": replay_block("replay_full_summary.json"),
     "replay-concurrent": replay_block("replay_concurrent_summary.json"),
-    "replay-sweep": sweep_block,
+    "replay-sweep": sweep_block("replay_sweep_summary.json"),
+    "replay-concurrent-sweep": sweep_block("replay_concurrent_sweep_summary.json"),
 }
 
 
