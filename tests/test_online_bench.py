@@ -22,6 +22,12 @@ def test_options_turn_online_learning_on():
     assert args.natural is False and workload_options(args, None)["natural"] is False  # bench.replay reads them
     assert args.set[:3] == ["predictor.online.enabled=True", "predictor.online.min_labels=60",
                             "predictor.online.refit_every=50"] and args.set[-1] == "scheduler.max_wait_s=20"
+    # side by side by default: one app per arm, in bench.adapt's arm order, each only setting its policy
+    from bench.adapt.run import ARMS
+
+    assert args.sequential is False and [a.label for a in args.arms] == list(ARMS)
+    assert [a.overrides for a in args.arms] == [{"scheduler.policy": p} for p in ARMS]
+    assert parse_args(["--sequential"]).sequential is True
     with pytest.raises(SystemExit):
         parse_args(["--num-requests", "10"])
 

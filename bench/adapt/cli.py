@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-labels", type=int, default=100, help="predictor.online.min_labels")
     p.add_argument("--refit-every", type=int, default=50, help="predictor.online.refit_every")
     p.add_argument("--calibration-s", type=float, default=12.0, help="closed-loop service-rate calibration")
+    p.add_argument("--sequential", action="store_true",
+                   help="run FCFS, then SSJF, each alone on the machine (before 2026-12-01 the only mode; "
+                        "its live JCT ratios carry the machine's drift between the arms: one run's SSJF last "
+                        "third decoded 16%% slower than FCFS's); default: both arms side by side, each on "
+                        "its own app, at the same time (bench.replay --concurrent)")
     p.add_argument("--drain-timeout-s", type=float, default=60.0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra dotted config override")
     p.add_argument("--seed", type=int, default=0)
@@ -60,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     # what bench.replay's config_overrides / timed_workload / run_policy read
     args.set = [*(f"{k}={v}" for k, v in {**ONLINE, "predictor.online.min_labels": args.min_labels,
                                           "predictor.online.refit_every": args.refit_every}.items()), *args.set]
+    from bench.replay.cli import Arm
+
+    args.arms = [Arm(policy, policy, {"scheduler.policy": policy}) for policy in ("fcfs", "ssjf")]
     for key, value in {"config": None, "model": None, "natural": False, "batching": "continuous", "num_replicas": 2,
                        "max_batch_size": 2, "client_max_tokens": args.max_output_tokens, "max_span_s": float("inf"),
                        "poll_interval_s": 0.25, "slo_jct_base_s": 5.0, "slo_jct_per_token_s": 0.05}.items():

@@ -3,13 +3,14 @@
     python -m bench.adapt [--quick] [--prompts FILE --model-name NAME] [--out DIR]
 
 Invariant: FCFS and SSJF replay the identical requests (prompts, replayed lengths, arrival times), each
-on a freshly deployed app with `predictor.online` on; FCFS runs first and measures the service rate, so
-no calibration request ever teaches the SSJF arm's predictor. Every prompt is replayed once, so each
+on a freshly deployed app with `predictor.online` on. By default both arms are served side by side, at
+the same time, each on its own app with half the machine, and calibrate together on a generic prompt; with `--sequential` FCFS runs first and measures the service rate. Either way no
+calibration or warm-up request ever teaches a predictor a replayed prompt. Every prompt is replayed once, so each
 prediction is for a prompt whose label the learner has not seen. Thirds are by arrival order, and each
 third carries the same offered load (bench/adapt/arrivals.py). The offline references are trained on the
-rows outside the last third and measured on the last third. The two arms run one after the other, so the
-machine's speed may differ between them; `drift_free` replays both in the simulator at one fitted speed
-(bench/adapt/drift_free.py), plus SSJF with the shipped head frozen (its predictions for the same
+rows outside the last third and measured on the last third. Sequential arms may see different machine
+speeds; `drift_free` replays both in the simulator at one fitted speed (bench/adapt/drift_free.py),
+plus SSJF with the shipped head frozen (its predictions for the same
 requests), which isolates what the learning changed. The last stdout line is JSON (`tau_first_third`,
 `tau_last_third`, `num_refits`, `jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline
 taus, `drift_free`, done-when checks).
@@ -87,6 +88,41 @@ def run_arm(base_url: str, args, policy: str, state: dict) -> dict:
             "checkpoint": config.predictor.checkpoint}
 
 
+def run_side_by_side(base_url: str, args, state: dict) -> dict:
+    """Both arms at once, each on its own app (bench.replay.concurrent): deploy, warm up, calibrate
+    together, build the workload once from the per-arm rate, replay the same requests into both."""
+    from bench.replay.concurrent import arm_configs, calibrate_side_by_side, deployed_arms, replay_all
+    from bench.replay.metrics import Slo, summarize
+
+    configs = arm_configs(args, args.arms)
+    slots = slots_of(configs[0])
+    with deployed_arms(base_url, configs) as urls:
+        for url in urls:
+            warm_up(url, WARM_UP_POOL, slots, args.seed)
+        # calibration requests teach both learners: the generic prompt with the pool's lengths, so no
+        # replayed prompt is ever labelled before it is predicted (its short prompt makes prefill ~2% cheaper)
+        generic = {**state, "pool": [PromptRow(WARM_UP_POOL[0].prompt, r.true_output_tokens) for r in state["pool"]]}
+        state["rate"] = {"output_tokens_per_s": calibrate_side_by_side(urls, args, generic, slots)}
+        state["calibration"] = generic["calibration"]
+        items, timing = timed_workload(args, state["pool"], state["offsets_s"], state["tokenizer"], state["rate"],
+                                       args.load, args.seed)
+        state["items"], per_third = even_load_thirds(items, state["rate"]["output_tokens_per_s"], args.load)
+        state["timing"] = {**timing, **per_third}
+        for url in urls:
+            asyncio.run(wait_idle(url))
+        deadline_s = state["items"][-1].arrival_s + args.drain_timeout_s
+        outs = asyncio.run(replay_all(urls, state["items"], deadline_s, args.poll_interval_s))
+        statuses = [scheduler_status(url) for url in urls]
+    slo = Slo(args.slo_jct_base_s, args.slo_jct_per_token_s)
+    arms = {}
+    for arm, config, (results, _), status in zip(args.arms, configs, outs, statuses):
+        summary = summarize(results, slo, config.scheduler.max_wait_s)
+        log(f"{arm.label}: mean JCT {summary['mean_jct_s']:.2f} s, errors {summary['num_errors']}")
+        arms[arm.label] = {"results": results, "summary": summary, "predictor": status.get("predictor", {}),
+                           "checkpoint": config.predictor.checkpoint}
+    return arms
+
+
 def third_metrics(results: list) -> dict:
     """Per third: Kendall tau-b of live predictions vs replayed lengths, mean JCT, completions."""
     out = {}
@@ -121,7 +157,8 @@ def run_setup(args, config) -> dict:
     """The layout bench.sim.records reads (as bench.replay's summary `setup`)."""
     scheduler = {k: v for k, v in asdict(config.scheduler).items() if k != "policy"}
     return {"batching": args.batching, "num_replicas": args.num_replicas, "max_batch_size": args.max_batch_size,
-            "scheduler": scheduler, "client_max_tokens": args.client_max_tokens, "load": args.load}
+            "scheduler": scheduler, "client_max_tokens": args.client_max_tokens, "load": args.load,
+            "side_by_side": not args.sequential}
 
 
 def drift_free(arms: dict, setup: dict, frozen_predicted_tokens: np.ndarray, seed: int) -> dict:
@@ -185,10 +222,14 @@ def main(argv=None) -> None:
     config = load_app_config(None, config_overrides(args))
     state["setup"] = run_setup(args, config)
     arms = {}
-    with serve_session(cpus_needed(config)) as base_url:
-        for policy in ARMS:
-            arms[policy] = run_arm(base_url, args, policy, state)
-            arms[policy]["thirds"] = third_metrics(arms[policy]["results"])
+    with serve_session(cpus_needed(config) * (1 if args.sequential else len(ARMS))) as base_url:
+        if args.sequential:
+            for policy in ARMS:
+                arms[policy] = run_arm(base_url, args, policy, state)
+        else:
+            arms = run_side_by_side(base_url, args, state)
+    for policy in ARMS:
+        arms[policy]["thirds"] = third_metrics(arms[policy]["results"])
     log("offline references (features of the replayed prompts, heads trained outside the last third)")
     reference, frozen = offline_reference(state["items"], arms["ssjf"]["checkpoint"], args.output_scale, args.seed)
     log("drift-free JCT: both arms, and SSJF with the shipped head frozen, in the simulator at one fitted speed")
