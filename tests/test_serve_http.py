@@ -186,7 +186,7 @@ def test_prometheus_metrics_agree_with_status(app_url, metrics_url):
     assert rejected >= 1
     for name in ("ray_ssjf_queue_length", "ray_ssjf_jct_seconds_bucket", "ray_ssjf_queue_wait_seconds_bucket",
                  "ray_ssjf_ttft_seconds_bucket", "ray_ssjf_prediction_abs_error_tokens_bucket"):
-        assert any(n == name for n, _ in samples), name
+        assert any(n == name and f'application="{APP}"' in labels for n, labels in samples), name
 
 
 def _prometheus_samples(text):
