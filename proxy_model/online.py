@@ -5,8 +5,8 @@ predicted (`remember`), turned into a label when it finishes with "stop" or "len
 "length" = censored: the true length is at least that), and dropped on any other ending (`forget`).
 Every `refit_every` new labels (once `min_labels` are held) one worker thread fits a candidate head,
 warm-started from a copy of the current one, on all but the newest `holdout_fraction` of the buffer,
-and publishes it with `Predictor.swap_head` only if its Kendall tau on that newest slice is strictly
-higher than the current head's. Published heads are never modified in place.
+re-fits its score -> tokens mapping on that newest slice (scores out of sample), and publishes it with
+`Predictor.swap_head` only if its Kendall tau on that slice is strictly higher than the current head's. Published heads are never modified in place.
 
 The worker runs torch on 1 thread: `torch.set_num_threads` is called in the worker thread only,
 which with torch's OpenMP backend sets that thread's own count (the prediction thread keeps its own;
@@ -77,6 +77,15 @@ def fit_candidate(current: Head, x: np.ndarray, y: np.ndarray, censored: np.ndar
     with torch.inference_mode():
         head.calibrate(head.score(head(xt)).double().numpy(), y)
     return head
+
+
+def calibrate_out_of_sample(head: Head, x: np.ndarray, y: np.ndarray) -> None:
+    """Re-fit `head`'s score -> tokens quantile mapping on rows it was not trained on. Calibrated on its
+    own training rows, a refit head's scores there are more extreme than on new prompts, so its live
+    predictions shrank toward the middle (bench.adapt, 8B lengths: sd of log predicted tokens 0.62 vs
+    0.83 true, p10 177 vs 103 tokens; on held-out rows 0.95). Tau is unchanged: the map is monotone."""
+    with torch.inference_mode():
+        head.calibrate(head.score(head(torch.from_numpy(x))).double().numpy(), np.asarray(y, dtype=np.float64))
 
 
 class OnlineLearner:
@@ -163,6 +172,7 @@ class OnlineLearner:
         current = self.predictor.head
         candidate = fit_candidate(current, x[:-num_holdout], y[:-num_holdout], censored[:-num_holdout],
                                   seed=self.num_refits)
+        calibrate_out_of_sample(candidate, x[-num_holdout:], y[-num_holdout:])
         before = head_tau(current, x[-num_holdout:], y[-num_holdout:])
         after = head_tau(candidate, x[-num_holdout:], y[-num_holdout:])
         swapped = after > before

@@ -1,5 +1,6 @@
 """Online learning with the real shipped predictor: bounded stores, guarded atomic head swaps,
 refits off the prediction path, resume from save_dir. Prompts: tests/fixtures/proxy/sharegpt_600.jsonl."""
+import copy
 import json
 import threading
 import time
@@ -88,6 +89,29 @@ def test_censored_pairs_are_not_ordered():
     cut_off = censored_pairwise_loss(score, torch.tensor([300.0, 256.0]), torch.tensor([False, True]))
     longer_cut_off = censored_pairwise_loss(score, torch.tensor([10.0, 256.0]), torch.tensor([False, True]))
     assert both_stopped > 0 and cut_off == 0 and longer_cut_off > 0
+
+
+@pytest.mark.timeout(60)
+def test_refit_head_is_calibrated_on_the_held_back_rows(shipped, predictor):
+    """The published head maps scores to tokens with quantiles of held-back rows (out-of-sample scores):
+    calibrated on its own training rows, its live predictions shrank toward the middle."""
+    _, _, features, predicted = shipped
+    learner = OnlineLearner(predictor, OnlineConfig(**{**CONFIG, "refit_every": 1000}))
+    labels = reversed_labels(predicted)
+    feed(learner, features, predicted, labels)
+    report = learner.refit_now().result(timeout=120)
+    assert report["swapped"] is True
+    holdout = report["holdout"]
+    x, y, _ = learner.buffer.arrays()
+    expected = predictor.head
+    twin = copy.deepcopy(expected)  # recalibrating a copy on the same held-back rows changes nothing
+    online.calibrate_out_of_sample(twin, x[-holdout:], y[-holdout:])
+    assert torch.equal(twin.calib_scores, expected.calib_scores)
+    assert torch.equal(twin.calib_log_tokens, expected.calib_log_tokens)
+    trained_on = copy.deepcopy(expected)
+    online.calibrate_out_of_sample(trained_on, x[:-holdout], y[:-holdout])
+    assert not torch.equal(trained_on.calib_scores, expected.calib_scores)
+    learner.close()
 
 
 @pytest.mark.timeout(180)
