@@ -5,8 +5,9 @@ predicted (`remember`), turned into a label when it finishes with "stop" or "len
 "length" = censored: the true length is at least that), and dropped on any other ending (`forget`).
 Every `refit_every` new labels (once `min_labels` are held) one worker thread fits a candidate head,
 warm-started from a copy of the current one, on all but the newest `holdout_fraction` of the buffer,
-re-fits its score -> tokens mapping on that newest slice (scores out of sample), and publishes it with
-`Predictor.swap_head` only if its Kendall tau on that slice is strictly higher than the current head's. Published heads are never modified in place.
+fits its score -> tokens mapping on that newest slice (scores out of sample), and publishes it with
+`Predictor.swap_head` only if its Kendall tau on that slice is strictly higher than the current
+head's. Published heads are never modified in place.
 
 The worker runs torch on 1 thread: `torch.set_num_threads` is called in the worker thread only,
 which with torch's OpenMP backend sets that thread's own count (the prediction thread keeps its own;
@@ -59,8 +60,9 @@ def head_tau(head: Head, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_candidate(current: Head, x: np.ndarray, y: np.ndarray, censored: np.ndarray, seed: int) -> Head:
-    """A copy of `current` trained with the censoring-aware ranking loss, then calibrated so its
-    predicted tokens spread like the labels (censored ones count at their cap)."""
+    """A copy of `current` trained with the censoring-aware ranking loss. Its score -> tokens mapping is
+    still the copied one: fit it with `calibrate_out_of_sample` before the head predicts tokens (its
+    scores, and so every tau, do not depend on it)."""
     head = copy.deepcopy(current).train()
     gen = torch.Generator().manual_seed(seed)
     xt, yt, ct = torch.from_numpy(x), torch.from_numpy(y).float(), torch.from_numpy(censored)
@@ -73,17 +75,15 @@ def fit_candidate(current: Head, x: np.ndarray, y: np.ndarray, censored: np.ndar
             opt.zero_grad()
             loss.backward()
             opt.step()
-    head.eval()
-    with torch.inference_mode():
-        head.calibrate(head.score(head(xt)).double().numpy(), y)
-    return head
+    return head.eval()
 
 
 def calibrate_out_of_sample(head: Head, x: np.ndarray, y: np.ndarray) -> None:
-    """Re-fit `head`'s score -> tokens quantile mapping on rows it was not trained on. Calibrated on its
-    own training rows, a refit head's scores there are more extreme than on new prompts, so its live
-    predictions shrank toward the middle (bench.adapt, 8B lengths: sd of log predicted tokens 0.62 vs
-    0.83 true, p10 177 vs 103 tokens; on held-out rows 0.95). Tau is unchanged: the map is monotone."""
+    """Fit `head`'s score -> tokens quantile mapping on rows it was not trained on (censored labels count
+    at their cap). Calibrated on its own training rows, a refit head's scores there are more extreme
+    than on new prompts, so its live predictions shrank toward the middle (bench.adapt, 8B lengths: sd
+    of log predicted tokens 0.62 vs 0.83 true, p10 177 vs 103 tokens; on held-out rows 0.95). Tau is
+    unchanged: the map is monotone."""
     with torch.inference_mode():
         head.calibrate(head.score(head(torch.from_numpy(x))).double().numpy(), np.asarray(y, dtype=np.float64))
 
