@@ -31,16 +31,15 @@ class SharedServe:
             import ray
             from ray import serve
 
-            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=RAY_TEMP_DIR,
-                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+            from bench.common import RUNTIME_ENV, start_http
+
+            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=RAY_TEMP_DIR, runtime_env=RUNTIME_ENV,
                      logging_level="WARNING", _metrics_export_port=free_port())
-            port = free_port()
             try:
-                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                cls.url = start_http(serve)
             except BaseException:
                 ray.shutdown()
                 raise
-            cls.url = f"http://127.0.0.1:{port}"
         return cls.url
 
     @classmethod
