@@ -4,16 +4,17 @@
 
 Invariant: FCFS and SSJF replay the identical requests (prompts, replayed lengths, arrival times), each
 on a freshly deployed app with `predictor.online` on. By default both arms are served side by side, at
-the same time, each on its own app with half the machine, and calibrate together on a generic prompt; with `--sequential` FCFS runs first and measures the service rate. Either way no
-calibration or warm-up request ever teaches a predictor a replayed prompt. Every prompt is replayed once, so each
-prediction is for a prompt whose label the learner has not seen. Thirds are by arrival order, and each
-third carries the same offered load (bench/adapt/arrivals.py). The offline references are trained on the
+the same time, each on its own app with half the machine, and calibrate together on a generic prompt;
+with `--sequential` FCFS runs first and measures the service rate. Either way no calibration or warm-up
+request ever teaches a predictor a replayed prompt. Every prompt is replayed once, so each prediction
+is for a prompt whose label the learner has not seen. Thirds are by arrival order, and each third
+carries the same offered load (bench/adapt/arrivals.py). The offline references are trained on the
 rows outside the last third and measured on the last third. Sequential arms may see different machine
 speeds; `drift_free` replays both in the simulator at one fitted speed (bench/adapt/drift_free.py),
-plus SSJF with the shipped head frozen (its predictions for the same
-requests), which isolates what the learning changed. The last stdout line is JSON (`tau_first_third`,
-`tau_last_third`, `num_refits`, `jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline
-taus, `drift_free`, done-when checks).
+plus SSJF with the shipped head frozen (its predictions for the same requests), which isolates what
+the learning changed. The last stdout line is JSON (`tau_first_third`, `tau_last_third`, `num_refits`,
+`jct_ssjf_over_fcfs_first_third`, `jct_ssjf_over_fcfs_last_third`, offline taus, `drift_free`,
+done-when checks).
 """
 from __future__ import annotations
 
@@ -76,13 +77,22 @@ def run_arm(base_url: str, args, policy: str, state: dict) -> dict:
         if state["rate"] is None:
             state["rate"] = {"output_tokens_per_s": calibrate_output_rate(base_url, args, state, slots_of(config))}
         if state["items"] is None:
-            items, timing = timed_workload(args, state["pool"], state["offsets_s"], state["tokenizer"],
-                                           state["rate"], args.load, args.seed)
-            state["items"], per_third = even_load_thirds(items, state["rate"]["output_tokens_per_s"], args.load)
-            state["timing"] = {**timing, **per_third}
+            build_items(args, state)
         asyncio.run(wait_idle(base_url))
         results, _, summary = run_policy(base_url, policy, state["items"], args, config.scheduler.max_wait_s)
         status = scheduler_status(base_url)
+    return arm_record(policy, config, results, summary, status)
+
+
+def build_items(args, state: dict) -> None:
+    """The replayed requests, once the service rate is known: timed to `load`, equal load per third."""
+    items, timing = timed_workload(args, state["pool"], state["offsets_s"], state["tokenizer"], state["rate"],
+                                   args.load, args.seed)
+    state["items"], per_third = even_load_thirds(items, state["rate"]["output_tokens_per_s"], args.load)
+    state["timing"] = {**timing, **per_third}
+
+
+def arm_record(policy: str, config, results: list, summary: dict, status: dict) -> dict:
     log(f"{policy}: mean JCT {summary['mean_jct_s']:.2f} s, errors {summary['num_errors']}")
     return {"results": results, "summary": summary, "predictor": status.get("predictor", {}),
             "checkpoint": config.predictor.checkpoint}
@@ -101,26 +111,20 @@ def run_side_by_side(base_url: str, args, state: dict) -> dict:
             warm_up(url, WARM_UP_POOL, slots, args.seed)
         # calibration requests teach both learners: the generic prompt with the pool's lengths, so no
         # replayed prompt is ever labelled before it is predicted (its short prompt makes prefill ~2% cheaper)
-        generic = {**state, "pool": [PromptRow(WARM_UP_POOL[0].prompt, r.true_output_tokens) for r in state["pool"]]}
+        generic_pool = [PromptRow(WARM_UP_POOL[0].prompt, r.true_output_tokens) for r in state["pool"]]
+        generic = {**state, "pool": generic_pool}
         state["rate"] = {"output_tokens_per_s": calibrate_side_by_side(urls, args, generic, slots)}
         state["calibration"] = generic["calibration"]
-        items, timing = timed_workload(args, state["pool"], state["offsets_s"], state["tokenizer"], state["rate"],
-                                       args.load, args.seed)
-        state["items"], per_third = even_load_thirds(items, state["rate"]["output_tokens_per_s"], args.load)
-        state["timing"] = {**timing, **per_third}
+        build_items(args, state)
         for url in urls:
             asyncio.run(wait_idle(url))
         deadline_s = state["items"][-1].arrival_s + args.drain_timeout_s
         outs = asyncio.run(replay_all(urls, state["items"], deadline_s, args.poll_interval_s))
         statuses = [scheduler_status(url) for url in urls]
     slo = Slo(args.slo_jct_base_s, args.slo_jct_per_token_s)
-    arms = {}
-    for arm, config, (results, _), status in zip(args.arms, configs, outs, statuses):
-        summary = summarize(results, slo, config.scheduler.max_wait_s)
-        log(f"{arm.label}: mean JCT {summary['mean_jct_s']:.2f} s, errors {summary['num_errors']}")
-        arms[arm.label] = {"results": results, "summary": summary, "predictor": status.get("predictor", {}),
-                           "checkpoint": config.predictor.checkpoint}
-    return arms
+    return {arm.label: arm_record(arm.label, config, results, summarize(results, slo, config.scheduler.max_wait_s),
+                                  status)
+            for arm, config, (results, _), status in zip(args.arms, configs, outs, statuses)}
 
 
 def third_metrics(results: list) -> dict:
